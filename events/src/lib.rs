@@ -1,0 +1,17 @@
+//! The published contract of Gatehouse: what downstream services may rely on.
+//!
+//! - [`envelope`]: the CloudEvents 1.0 envelope every event travels in.
+//! - [`types`]: the event types and their `data`, with decoding (and upcasting) by type name.
+//! - [`subject`]: NATS subject names.
+//! - [`chain`]: RFC 8785 canonical JSON and the per-organisation SHA-256 hash chain.
+//!
+//! This crate has no I/O: a consumer can depend on it alone.
+
+pub mod chain;
+pub mod envelope;
+pub mod subject;
+pub mod types;
+
+pub use chain::{Chain, ChainError};
+pub use envelope::{Actor, Envelope, format_time};
+pub use types::{DecodeError, Event, Role, RequirementSource};

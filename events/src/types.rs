@@ -1,0 +1,342 @@
+//! Event types and their `data` (SPEC §4). A type name carries its version (`….v1`); a new
+//! version of a type gets a new name and an upcaster in [`Event::decode`], so old events stay
+//! readable wherever they are stored.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Administrator roles, with JumpCloud's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    AdministratorWithBilling,
+    Administrator,
+    Manager,
+    HelpDesk,
+    ReadOnly,
+    CommandRunner,
+}
+
+impl Role {
+    pub const ALL: [Role; 6] = [
+        Role::AdministratorWithBilling,
+        Role::Administrator,
+        Role::Manager,
+        Role::HelpDesk,
+        Role::ReadOnly,
+        Role::CommandRunner,
+    ];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Role::AdministratorWithBilling => "administrator_with_billing",
+            Role::Administrator => "administrator",
+            Role::Manager => "manager",
+            Role::HelpDesk => "help_desk",
+            Role::ReadOnly => "read_only",
+            Role::CommandRunner => "command_runner",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+/// Why an administrator's MFA is required.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequirementSource {
+    /// Set when the admin was created.
+    Default,
+    /// Set by an administrator, for one admin or in bulk.
+    Admin,
+    /// Set when the Global MFA Requirement was turned on.
+    Global,
+}
+
+impl RequirementSource {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RequirementSource::Default => "default",
+            RequirementSource::Admin => "admin",
+            RequirementSource::Global => "global",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<RequirementSource> {
+        [Self::Default, Self::Admin, Self::Global].into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrgCreated {
+    pub org_id: Uuid,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrgRef {
+    pub org_id: Uuid,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AdminRef {
+    pub admin_id: Uuid,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AdminCreated {
+    pub admin_id: Uuid,
+    pub email: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub role: Role,
+    pub mfa_required: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MfaRequired {
+    pub admin_id: Uuid,
+    pub source: RequirementSource,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MfaResetRequested {
+    pub admin_id: Uuid,
+    pub requested_by_self: bool,
+    #[serde(with = "millis")]
+    pub expires_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MfaEnrollmentStarted {
+    pub admin_id: Uuid,
+    pub method: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MfaEnrollmentCompleted {
+    pub admin_id: Uuid,
+    pub method: String,
+    pub replaced_previous: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MfaLocked {
+    pub admin_id: Uuid,
+    pub failed_attempts: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoginSucceeded {
+    pub admin_id: Uuid,
+    pub mfa: bool,
+    pub mfa_type: String,
+    pub auth_method: String,
+    pub client_ip: String,
+    pub user_agent: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoginFailed {
+    pub admin_id: Uuid,
+    pub reason: String,
+    pub client_ip: String,
+    pub user_agent: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HomeWidgetChanged {
+    pub admin_id: Uuid,
+    pub widget: String,
+    pub visible: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiKeyChanged {
+    pub admin_id: Uuid,
+    pub key_id: Uuid,
+}
+
+/// The name of the one home widget there is.
+pub const WIDGET_ADMINS_WITHOUT_MFA_REQUIRED: &str = "admins_without_mfa_required";
+
+/// Every event Gatehouse writes, at the current version of its type.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data")]
+pub enum Event {
+    #[serde(rename = "gatehouse.org.created.v1")]
+    OrgCreated(OrgCreated),
+    #[serde(rename = "gatehouse.org.global_mfa_enabled.v1")]
+    GlobalMfaEnabled(OrgRef),
+    #[serde(rename = "gatehouse.org.global_mfa_disabled.v1")]
+    GlobalMfaDisabled(OrgRef),
+    #[serde(rename = "gatehouse.admin.created.v1")]
+    AdminCreated(AdminCreated),
+    #[serde(rename = "gatehouse.admin.removed.v1")]
+    AdminRemoved(AdminRef),
+    #[serde(rename = "gatehouse.admin.mfa_required.v1")]
+    MfaRequired(MfaRequired),
+    #[serde(rename = "gatehouse.admin.mfa_requirement_removed.v1")]
+    MfaRequirementRemoved(AdminRef),
+    #[serde(rename = "gatehouse.admin.mfa_reset_requested.v1")]
+    MfaResetRequested(MfaResetRequested),
+    #[serde(rename = "gatehouse.admin.mfa_enrollment_started.v1")]
+    MfaEnrollmentStarted(MfaEnrollmentStarted),
+    #[serde(rename = "gatehouse.admin.mfa_enrollment_completed.v1")]
+    MfaEnrollmentCompleted(MfaEnrollmentCompleted),
+    #[serde(rename = "gatehouse.admin.mfa_locked.v1")]
+    MfaLocked(MfaLocked),
+    #[serde(rename = "gatehouse.admin.login_succeeded.v1")]
+    LoginSucceeded(LoginSucceeded),
+    #[serde(rename = "gatehouse.admin.login_failed.v1")]
+    LoginFailed(LoginFailed),
+    #[serde(rename = "gatehouse.admin.home_widget_changed.v1")]
+    HomeWidgetChanged(HomeWidgetChanged),
+    #[serde(rename = "gatehouse.admin.api_key_created.v1")]
+    ApiKeyCreated(ApiKeyChanged),
+    #[serde(rename = "gatehouse.admin.api_key_revoked.v1")]
+    ApiKeyRevoked(ApiKeyChanged),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("unknown event type {0}")]
+    UnknownType(String),
+    #[error("event {event_type} has malformed data: {reason}")]
+    Malformed { event_type: String, reason: String },
+}
+
+/// Which aggregate an event belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Aggregate {
+    Org(Uuid),
+    Admin(Uuid),
+}
+
+impl Event {
+    /// The versioned type name, e.g. `gatehouse.admin.mfa_required.v1`.
+    pub fn type_name(&self) -> &'static str {
+        use Event::*;
+        match self {
+            OrgCreated(_) => "gatehouse.org.created.v1",
+            GlobalMfaEnabled(_) => "gatehouse.org.global_mfa_enabled.v1",
+            GlobalMfaDisabled(_) => "gatehouse.org.global_mfa_disabled.v1",
+            AdminCreated(_) => "gatehouse.admin.created.v1",
+            AdminRemoved(_) => "gatehouse.admin.removed.v1",
+            MfaRequired(_) => "gatehouse.admin.mfa_required.v1",
+            MfaRequirementRemoved(_) => "gatehouse.admin.mfa_requirement_removed.v1",
+            MfaResetRequested(_) => "gatehouse.admin.mfa_reset_requested.v1",
+            MfaEnrollmentStarted(_) => "gatehouse.admin.mfa_enrollment_started.v1",
+            MfaEnrollmentCompleted(_) => "gatehouse.admin.mfa_enrollment_completed.v1",
+            MfaLocked(_) => "gatehouse.admin.mfa_locked.v1",
+            LoginSucceeded(_) => "gatehouse.admin.login_succeeded.v1",
+            LoginFailed(_) => "gatehouse.admin.login_failed.v1",
+            HomeWidgetChanged(_) => "gatehouse.admin.home_widget_changed.v1",
+            ApiKeyCreated(_) => "gatehouse.admin.api_key_created.v1",
+            ApiKeyRevoked(_) => "gatehouse.admin.api_key_revoked.v1",
+        }
+    }
+
+    /// The aggregate (and so the store stream) the event belongs to.
+    pub fn aggregate(&self) -> Aggregate {
+        use Event::*;
+        match self {
+            OrgCreated(e) => Aggregate::Org(e.org_id),
+            GlobalMfaEnabled(e) | GlobalMfaDisabled(e) => Aggregate::Org(e.org_id),
+            AdminCreated(e) => Aggregate::Admin(e.admin_id),
+            AdminRemoved(e) | MfaRequirementRemoved(e) => Aggregate::Admin(e.admin_id),
+            MfaRequired(e) => Aggregate::Admin(e.admin_id),
+            MfaResetRequested(e) => Aggregate::Admin(e.admin_id),
+            MfaEnrollmentStarted(e) => Aggregate::Admin(e.admin_id),
+            MfaEnrollmentCompleted(e) => Aggregate::Admin(e.admin_id),
+            MfaLocked(e) => Aggregate::Admin(e.admin_id),
+            LoginSucceeded(e) => Aggregate::Admin(e.admin_id),
+            LoginFailed(e) => Aggregate::Admin(e.admin_id),
+            HomeWidgetChanged(e) => Aggregate::Admin(e.admin_id),
+            ApiKeyCreated(e) | ApiKeyRevoked(e) => Aggregate::Admin(e.admin_id),
+        }
+    }
+
+    /// The id of the event's stream in the store: the organisation's or the admin's id.
+    pub fn stream_id(&self) -> Uuid {
+        match self.aggregate() {
+            Aggregate::Org(id) | Aggregate::Admin(id) => id,
+        }
+    }
+
+    /// The envelope's `subject`: `admins/<id>` or `orgs/<id>`.
+    pub fn subject(&self) -> String {
+        match self.aggregate() {
+            Aggregate::Org(id) => format!("orgs/{id}"),
+            Aggregate::Admin(id) => format!("admins/{id}"),
+        }
+    }
+
+    /// The envelope's `data`.
+    pub fn data(&self) -> serde_json::Value {
+        match serde_json::to_value(self) {
+            Ok(serde_json::Value::Object(mut map)) => map.remove("data").unwrap_or_default(),
+            // Every variant is a struct of strings, bools, integers and uuids: it always
+            // serialises to an object with a `data` key.
+            _ => serde_json::Value::Null,
+        }
+    }
+
+    /// Reads an event of any known type and version, upcasting old versions to the current one.
+    /// Unknown fields are ignored, as consumers are asked to do.
+    pub fn decode(event_type: &str, data: &serde_json::Value) -> Result<Event, DecodeError> {
+        let tagged = serde_json::json!({ "type": event_type, "data": data });
+        serde_json::from_value(tagged).map_err(|e| {
+            if e.to_string().starts_with("unknown variant") {
+                DecodeError::UnknownType(event_type.to_owned())
+            } else {
+                DecodeError::Malformed { event_type: event_type.to_owned(), reason: e.to_string() }
+            }
+        })
+    }
+}
+
+/// Times inside `data` are written like the envelope's `time`: RFC 3339 UTC with milliseconds.
+mod millis {
+    use chrono::{DateTime, Utc};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&crate::format_time(*t))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+        let s = String::deserialize(d)?;
+        DateTime::parse_from_rfc3339(&s)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_round_trips_through_decode() {
+        let e = Event::MfaRequired(MfaRequired { admin_id: Uuid::nil(), source: RequirementSource::Global });
+        let data = e.data();
+        assert_eq!(data["source"], "global");
+        assert_eq!(Event::decode(e.type_name(), &data).expect("decodes"), e);
+    }
+
+    #[test]
+    fn unknown_types_are_reported_as_such() {
+        let err = Event::decode("gatehouse.admin.teleported.v1", &serde_json::json!({}));
+        assert!(matches!(err, Err(DecodeError::UnknownType(t)) if t == "gatehouse.admin.teleported.v1"));
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored() {
+        let data = serde_json::json!({"admin_id": Uuid::nil(), "extra": 1});
+        assert!(Event::decode("gatehouse.admin.removed.v1", &data).is_ok());
+    }
+}
