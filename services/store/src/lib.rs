@@ -1,1 +1,20 @@
-//! gatehouse-store
+//! The Postgres event store, Gatehouse's system of record.
+//!
+//! - [`db`]: connection pools, creating the database if it is missing, migrations.
+//! - [`append`]: appending events to one or many streams atomically, with expected versions,
+//!   gapless global positions and the per-organisation hash chain.
+//! - [`read`]: reading streams, an organisation's history and everything after a position.
+//!
+//! Appends are serialised on one row lock (`store_head`), so positions are handed out in commit
+//! order: a reader that tails `position > last` never skips an event that commits late.
+
+pub mod append;
+pub mod db;
+pub mod read;
+
+pub use append::{AppendError, AppendRequest, Appended, Expected, Statement};
+pub use db::{Db, DbConfig};
+pub use read::{Recorded, StreamKind};
+
+/// The Postgres channel on which every append notifies its last position.
+pub const EVENTS_CHANNEL: &str = "gatehouse_events";

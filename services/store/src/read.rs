@@ -1,0 +1,133 @@
+//! Reading the store: streams (to decide), an organisation's history and the global log.
+
+use std::collections::HashMap;
+
+use anyhow::Context;
+use gatehouse_events::{Chain, Envelope};
+use tokio_postgres::types::Json;
+use uuid::Uuid;
+
+use crate::Db;
+
+/// An event as stored: its envelope and the chain link after it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub envelope: Envelope,
+    pub chain: Chain,
+}
+
+/// What kind of aggregate a stream holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamKind {
+    Org,
+    Admin,
+}
+
+/// A stream read whole: its organisation, version and events.
+#[derive(Debug, Clone)]
+pub struct Stream {
+    pub org_id: Uuid,
+    pub version: i64,
+    pub events: Vec<Envelope>,
+}
+
+fn recorded(row: &tokio_postgres::Row) -> anyhow::Result<Recorded> {
+    let Json(envelope): Json<Envelope> = row.try_get(0).context("decoding a stored envelope")?;
+    let bytes: Vec<u8> = row.try_get(1)?;
+    Ok(Recorded { envelope, chain: Chain::from_slice(&bytes).context("reading a chain link")? })
+}
+
+impl Db {
+    /// The last position given (0 for an empty store).
+    pub async fn head(&self) -> anyhow::Result<i64> {
+        let client = self.pool.get().await.context("getting a Postgres connection")?;
+        let row = client
+            .query_one("SELECT last_position FROM store_head", &[])
+            .await
+            .context("reading the store head")?;
+        Ok(row.get(0))
+    }
+
+    /// Reads whole streams, keyed by stream id; absent streams are absent from the map.
+    pub async fn read_streams(&self, ids: &[Uuid]) -> anyhow::Result<HashMap<Uuid, Stream>> {
+        let client = self.pool.get().await.context("getting a Postgres connection")?;
+        let rows = client
+            .query(
+                "SELECT e.envelope, e.stream_id, e.org_id FROM events e
+                 WHERE e.stream_id = ANY($1) ORDER BY e.stream_id, e.stream_version",
+                &[&ids],
+            )
+            .await
+            .context("reading streams")?;
+        let mut streams: HashMap<Uuid, Stream> = HashMap::new();
+        for row in rows {
+            let Json(envelope): Json<Envelope> = row.try_get(0).context("decoding a stored envelope")?;
+            let stream_id: Uuid = row.get(1);
+            let entry = streams
+                .entry(stream_id)
+                .or_insert_with(|| Stream { org_id: row.get(2), version: 0, events: Vec::new() });
+            entry.version = envelope.streamversion;
+            entry.events.push(envelope);
+        }
+        Ok(streams)
+    }
+
+    /// The ids of an organisation's streams of one kind.
+    pub async fn org_streams(&self, org_id: Uuid, kind: StreamKind) -> anyhow::Result<Vec<Uuid>> {
+        let client = self.pool.get().await.context("getting a Postgres connection")?;
+        let kind = match kind {
+            StreamKind::Org => "org",
+            StreamKind::Admin => "admin",
+        };
+        let rows = client
+            .query(
+                "SELECT stream_id FROM streams WHERE org_id = $1 AND kind = $2::text::stream_kind ORDER BY stream_id",
+                &[&org_id, &kind],
+            )
+            .await
+            .context("listing an organisation's streams")?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// The organisation's last position and chain head (0 and c_0 when it has no event).
+    pub async fn org_head(&self, org_id: Uuid) -> anyhow::Result<(i64, Chain)> {
+        let client = self.pool.get().await.context("getting a Postgres connection")?;
+        let row = client
+            .query_opt("SELECT last_position, head FROM org_chains WHERE org_id = $1", &[&org_id])
+            .await
+            .context("reading an organisation's chain head")?;
+        match row {
+            Some(row) => {
+                let bytes: Vec<u8> = row.get(1);
+                Ok((row.get(0), Chain::from_slice(&bytes)?))
+            }
+            None => Ok((0, Chain::GENESIS)),
+        }
+    }
+
+    /// Up to `limit` events after `position`, across organisations, in position order.
+    pub async fn read_after(&self, position: i64, limit: i64) -> anyhow::Result<Vec<Recorded>> {
+        let client = self.pool.get().await.context("getting a Postgres connection")?;
+        let rows = client
+            .query(
+                "SELECT envelope, chain FROM events WHERE position > $1 ORDER BY position LIMIT $2",
+                &[&position, &limit],
+            )
+            .await
+            .context("reading events after a position")?;
+        rows.iter().map(recorded).collect()
+    }
+
+    /// Up to `limit` events of one organisation after `position`, in position order.
+    pub async fn read_org_after(&self, org_id: Uuid, position: i64, limit: i64) -> anyhow::Result<Vec<Recorded>> {
+        let client = self.pool.get().await.context("getting a Postgres connection")?;
+        let rows = client
+            .query(
+                "SELECT envelope, chain FROM events WHERE org_id = $1 AND position > $2 ORDER BY position LIMIT $3",
+                &[&org_id, &position, &limit],
+            )
+            .await
+            .context("reading an organisation's events")?;
+        rows.iter().map(recorded).collect()
+    }
+}
