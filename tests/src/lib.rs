@@ -8,6 +8,8 @@
 //! `postgres://postgres@127.0.0.1:5432/postgres`) and `GATEHOUSE_TEST_NATS_URL` (default
 //! `nats://127.0.0.1:4222`).
 
+pub mod faults;
+
 use std::str::FromStr;
 use std::time::Duration;
 

@@ -128,3 +128,42 @@ pub fn unreachable_error(config: &Config, cause: &str) -> anyhow::Error {
         "cannot reach Postgres at {host}:{port} (DATABASE_URL): {cause}. Start it (e.g. `pg_ctlcluster 15 main start`) or point DATABASE_URL at a running server."
     )
 }
+
+/// A connection that LISTENs on a channel; notifications arrive on `notifications`, which closes
+/// when the connection does.
+pub struct Listener {
+    pub client: tokio_postgres::Client,
+    pub notifications: tokio::sync::mpsc::Receiver<String>,
+}
+
+impl Db {
+    /// Opens a dedicated connection listening on `channel`. Bursts of notifications are
+    /// coalesced: a full queue drops the extra ones, since each only says "look again".
+    pub async fn listen(&self, channel: &str) -> anyhow::Result<Listener> {
+        let (client, mut conn) = self
+            .config
+            .connect(NoTls)
+            .await
+            .map_err(|e| unreachable_error(&self.config, &e.to_string()))?;
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            let mut messages = futures::stream::poll_fn(move |cx| conn.poll_message(cx));
+            use futures::StreamExt;
+            while let Some(message) = messages.next().await {
+                match message {
+                    Ok(tokio_postgres::AsyncMessage::Notification(n)) => {
+                        let _ = tx.try_send(n.payload().to_owned());
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "listening connection closed");
+                        break;
+                    }
+                }
+            }
+        });
+        let quoted = format!("LISTEN \"{}\"", channel.replace('"', "\"\""));
+        client.batch_execute(&quoted).await.context("subscribing to notifications")?;
+        Ok(Listener { client, notifications: rx })
+    }
+}

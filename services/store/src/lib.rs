@@ -13,7 +13,7 @@ pub mod db;
 pub mod read;
 
 pub use append::{AppendError, AppendRequest, Appended, Expected, Statement};
-pub use db::{Db, DbConfig};
+pub use db::{Db, DbConfig, Listener};
 pub use read::{Recorded, StreamKind};
 
 /// The Postgres channel on which every append notifies its last position.
