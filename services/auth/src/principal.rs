@@ -1,0 +1,59 @@
+//! Who a request acts as.
+
+use anyhow::Context;
+use gatehouse_domain::{AdminId, OrgId, Role};
+use gatehouse_store::Db;
+
+/// How a request proved who it is (the audit's `auth_method`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMethod {
+    Session,
+    ApiKey,
+}
+
+impl AuthMethod {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            AuthMethod::Session => "session",
+            AuthMethod::ApiKey => "api-key",
+        }
+    }
+}
+
+/// An authenticated administrator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub admin_id: AdminId,
+    pub org_id: OrgId,
+    pub email: String,
+    pub role: Role,
+    pub auth_method: AuthMethod,
+}
+
+/// The live admin holding a live key, if any.
+pub async fn by_api_key(db: &Db, plaintext: &str) -> anyhow::Result<Option<Principal>> {
+    if !crate::api_key::well_formed(plaintext) {
+        return Ok(None);
+    }
+    let hash = crate::api_key::hash(plaintext);
+    let client = db.pool.get().await.context("getting a Postgres connection")?;
+    let row = client
+        .query_opt(
+            "SELECT c.admin_id, c.org_id, c.email, c.role
+             FROM api_keys k JOIN admin_credentials c USING (admin_id)
+             WHERE k.key_hash = $1 AND k.revoked_at IS NULL AND c.removed_at IS NULL",
+            &[&hash],
+        )
+        .await
+        .context("looking up an API key")?;
+    Ok(row.and_then(|r| {
+        let role: String = r.get(3);
+        Some(Principal {
+            admin_id: AdminId(r.get(0)),
+            org_id: OrgId(r.get(1)),
+            email: r.get(2),
+            role: Role::parse(&role)?,
+            auth_method: AuthMethod::ApiKey,
+        })
+    }))
+}

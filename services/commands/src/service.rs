@@ -1,0 +1,337 @@
+//! One method per command. Each reads what its decider needs, decides, and appends with the
+//! versions it read as expectations; a conflict means a concurrent change won, so it reads and
+//! decides again (up to [`MAX_ATTEMPTS`] times).
+
+use std::time::Instant;
+
+use chrono::Utc;
+use gatehouse_auth::{Passwords, password, rows};
+use gatehouse_domain::decide::{self, BulkRequireMfa, NewAdmin};
+use gatehouse_domain::policy;
+use gatehouse_domain::{AdminId, AdminState, DomainError, OrgId, OrgName, OrgState, Role};
+use gatehouse_events::{Actor, Event};
+use gatehouse_store::read::StreamKind;
+use gatehouse_store::{AppendError, AppendRequest, Db, Expected, Statement};
+use uuid::Uuid;
+
+use crate::load::{self, Loaded};
+use crate::{CommandContext, CommandError};
+
+/// How often a command is decided again after losing a race before it answers 409.
+pub const MAX_ATTEMPTS: usize = 25;
+
+/// A command's answer and the global position of its last event (or of the store head when it
+/// changed nothing), for read-your-writes.
+#[derive(Debug, Clone)]
+pub struct Outcome<T> {
+    pub value: T,
+    pub position: i64,
+}
+
+/// What a decision wants written.
+struct Plan<T> {
+    events: Vec<Event>,
+    expected: Vec<(Uuid, Expected)>,
+    org_position: Option<i64>,
+    statements: Vec<Statement>,
+    value: T,
+}
+
+impl<T> Plan<T> {
+    fn new(events: Vec<Event>, value: T) -> Plan<T> {
+        Plan { events, expected: vec![], org_position: None, statements: vec![], value }
+    }
+
+    fn expect<S>(mut self, stream: Uuid, loaded: &Loaded<S>) -> Plan<T> {
+        self.expected.push((stream, loaded.expected()));
+        self
+    }
+}
+
+/// The command service.
+#[derive(Clone)]
+pub struct Commands {
+    db: Db,
+    passwords: Passwords,
+}
+
+fn fold_admin(state: &AdminState, events: &[Event], at: chrono::DateTime<Utc>) -> AdminState {
+    events
+        .iter()
+        .filter(|e| e.stream_id() == state.id.0)
+        .fold(state.clone(), |s, e| s.evolve(e, at))
+}
+
+impl Commands {
+    pub fn new(db: Db, passwords: Passwords) -> Commands {
+        Commands { db, passwords }
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    pub fn passwords(&self) -> &Passwords {
+        &self.passwords
+    }
+
+    async fn execute<T>(
+        &self,
+        name: &'static str,
+        org: OrgId,
+        actor: Actor,
+        correlation_id: Uuid,
+        mut decide: impl AsyncFnMut() -> Result<Plan<T>, CommandError>,
+    ) -> Result<Outcome<T>, CommandError> {
+        let started = Instant::now();
+        let result = self.attempts(org, actor, correlation_id, &mut decide).await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(CommandError::Domain(_) | CommandError::EmailTaken) => "refused",
+            Err(CommandError::Conflict) => "conflict",
+            Err(CommandError::Unavailable(_)) => "unavailable",
+            Err(CommandError::Internal(_)) => "error",
+        };
+        metrics::counter!("gatehouse_commands_total", "command" => name, "outcome" => outcome).increment(1);
+        metrics::histogram!("gatehouse_command_duration_seconds", "command" => name)
+            .record(started.elapsed().as_secs_f64());
+        result
+    }
+
+    async fn attempts<T>(
+        &self,
+        org: OrgId,
+        actor: Actor,
+        correlation_id: Uuid,
+        decide: &mut impl AsyncFnMut() -> Result<Plan<T>, CommandError>,
+    ) -> Result<Outcome<T>, CommandError> {
+        for _ in 0..MAX_ATTEMPTS {
+            let plan = decide().await?;
+            if plan.events.is_empty() && plan.statements.is_empty() {
+                let position = self.db.head().await?;
+                return Ok(Outcome { value: plan.value, position });
+            }
+            let count = plan.events.len() as u64;
+            let request = AppendRequest {
+                org_id: org.0,
+                actor,
+                correlation_id,
+                time: Utc::now(),
+                events: plan.events,
+                expected: plan.expected,
+                org_position: plan.org_position,
+                statements: plan.statements,
+            };
+            match self.db.append(request).await {
+                Ok(appended) => {
+                    metrics::counter!("gatehouse_events_appended_total").increment(count);
+                    let position = match appended.last_position() {
+                        Some(p) => p,
+                        None => self.db.head().await?,
+                    };
+                    return Ok(Outcome { value: plan.value, position });
+                }
+                Err(AppendError::Conflict) => continue,
+                Err(AppendError::Unique(c)) if c == rows::EMAIL_CONSTRAINT => return Err(CommandError::EmailTaken),
+                Err(AppendError::Unique(c)) => {
+                    return Err(CommandError::Internal(anyhow::anyhow!("unexpected unique violation on {c}")));
+                }
+                Err(AppendError::Other(e)) => return Err(e.into()),
+            }
+        }
+        Err(CommandError::Conflict)
+    }
+
+    async fn actor(&self, ctx: &CommandContext) -> Result<Loaded<AdminState>, CommandError> {
+        Ok(load::admin(&self.db, ctx.principal.org_id, ctx.principal.admin_id).await?)
+    }
+
+    /// Creates an organisation and its owner (from the command line: the actor is the system).
+    pub async fn create_org(
+        &self,
+        name: &str,
+        owner: NewAdmin,
+        password: String,
+    ) -> Result<Outcome<(OrgId, AdminId)>, CommandError> {
+        let name = OrgName::parse(name)?;
+        password::check_policy(&password, owner.email.as_str())
+            .map_err(|e| DomainError::invalid("password", &e.to_string()))?;
+        let hash = self.passwords.hash(password).await?;
+        let org_id = OrgId::generate();
+        let owner_id = owner.id;
+        self.execute("create_org", org_id, Actor::System, Uuid::now_v7(), async || {
+            let events = decide::create_org(&OrgState::default(), org_id, name.clone(), &owner)?;
+            let mut plan = Plan::new(events, (org_id, owner_id));
+            plan.expected = vec![(org_id.0, Expected::NoStream), (owner_id.0, Expected::NoStream)];
+            plan.statements =
+                vec![rows::insert_admin(owner_id, org_id, &owner.email, Role::AdministratorWithBilling, Some(hash.clone()))];
+            Ok(plan)
+        })
+        .await
+    }
+
+    /// Creates an administrator in the caller's organisation.
+    pub async fn create_admin(
+        &self,
+        ctx: &CommandContext,
+        admin: NewAdmin,
+        password: String,
+    ) -> Result<Outcome<AdminState>, CommandError> {
+        // Cheap refusals first: hashing costs CPU, so only authorised, valid requests pay for it.
+        if !policy::can_manage_admins(ctx.principal.role) {
+            return Err(DomainError::Forbidden.into());
+        }
+        password::check_policy(&password, admin.email.as_str())
+            .map_err(|e| DomainError::invalid("password", &e.to_string()))?;
+        let hash = self.passwords.hash(password).await?;
+        let org_id = ctx.principal.org_id;
+        self.execute("create_admin", org_id, Actor::Admin(ctx.principal.admin_id.0), ctx.correlation_id, async || {
+            let actor = self.actor(ctx).await?;
+            let org = load::org(&self.db, org_id).await?;
+            let existing = load::admin(&self.db, org_id, admin.id).await?;
+            let events = decide::create_admin(&actor.state, &org.state, &existing.state, &admin)?;
+            let state = fold_admin(&existing.state, &events, Utc::now());
+            let mut plan = Plan::new(events, state)
+                .expect(ctx.principal.admin_id.0, &actor)
+                .expect(org_id.0, &org)
+                .expect(admin.id.0, &existing);
+            plan.statements = vec![rows::insert_admin(admin.id, org_id, &admin.email, admin.role, Some(hash.clone()))];
+            Ok(plan)
+        })
+        .await
+    }
+
+    /// Removes an administrator, their email claim and their API keys.
+    pub async fn remove_admin(&self, ctx: &CommandContext, target: AdminId) -> Result<Outcome<()>, CommandError> {
+        let org_id = ctx.principal.org_id;
+        self.execute("remove_admin", org_id, Actor::Admin(ctx.principal.admin_id.0), ctx.correlation_id, async || {
+            let actor = self.actor(ctx).await?;
+            let loaded = load::admin(&self.db, org_id, target).await?;
+            let events = decide::remove_admin(&actor.state, &loaded.state)?;
+            let mut plan = Plan::new(events, ()).expect(actor.state.id.0, &actor).expect(target.0, &loaded);
+            plan.statements = rows::remove_admin(target);
+            Ok(plan)
+        })
+        .await
+    }
+
+    /// Requires MFA for one admin or removes the requirement.
+    pub async fn set_mfa_requirement(
+        &self,
+        ctx: &CommandContext,
+        target: AdminId,
+        required: bool,
+    ) -> Result<Outcome<AdminState>, CommandError> {
+        let org_id = ctx.principal.org_id;
+        self.execute("set_mfa_requirement", org_id, Actor::Admin(ctx.principal.admin_id.0), ctx.correlation_id, async || {
+            let actor = self.actor(ctx).await?;
+            let org = load::org(&self.db, org_id).await?;
+            let loaded = load::admin(&self.db, org_id, target).await?;
+            let events = decide::set_mfa_requirement(&actor.state, &org.state, &loaded.state, required)?;
+            let state = fold_admin(&loaded.state, &events, Utc::now());
+            Ok(Plan::new(events, state).expect(org_id.0, &org).expect(target.0, &loaded))
+        })
+        .await
+    }
+
+    /// Requires MFA for many admins, all or nothing.
+    pub async fn require_mfa_bulk(
+        &self,
+        ctx: &CommandContext,
+        ids: &[AdminId],
+    ) -> Result<Outcome<BulkRequireMfa>, CommandError> {
+        let org_id = ctx.principal.org_id;
+        if !policy::can_manage_mfa_of(ctx.principal.role, Role::ReadOnly) {
+            return Err(DomainError::Forbidden.into());
+        }
+        self.execute("require_mfa_bulk", org_id, Actor::Admin(ctx.principal.admin_id.0), ctx.correlation_id, async || {
+            let actor = self.actor(ctx).await?;
+            let loaded = load::admins(&self.db, org_id, ids).await?;
+            let states: Vec<AdminState> = loaded.values().map(|l| l.state.clone()).collect();
+            let outcome = decide::require_mfa_bulk(&actor.state, ids, &states)?;
+            let mut plan = Plan::new(outcome.events.clone(), outcome);
+            plan.expected = loaded.iter().map(|(id, l)| (id.0, l.expected())).collect();
+            Ok(plan)
+        })
+        .await
+    }
+
+    /// Turns the Global MFA Requirement on or off; answers whether it is now on.
+    pub async fn set_global_mfa(&self, ctx: &CommandContext, on: bool) -> Result<Outcome<bool>, CommandError> {
+        let org_id = ctx.principal.org_id;
+        self.execute("set_global_mfa", org_id, Actor::Admin(ctx.principal.admin_id.0), ctx.correlation_id, async || {
+            let actor = self.actor(ctx).await?;
+            if !on {
+                let org = load::org(&self.db, org_id).await?;
+                let events = decide::disable_global_mfa(&actor.state, &org.state)?;
+                return Ok(Plan::new(events, false).expect(org_id.0, &org));
+            }
+            if !policy::can_change_global_mfa(actor.state.role) {
+                return Err(DomainError::Forbidden.into());
+            }
+            // Read the organisation's position first: any event appended after it, such as a
+            // new admin, makes this decision stale and the append refuses it.
+            let (org_position, _) = self.db.org_head(org_id.0).await?;
+            let org = load::org(&self.db, org_id).await?;
+            let ids: Vec<AdminId> =
+                self.db.org_streams(org_id.0, StreamKind::Admin).await?.into_iter().map(AdminId).collect();
+            let admins = load::admins(&self.db, org_id, &ids).await?;
+            let states: Vec<AdminState> = admins.into_values().map(|l| l.state).collect();
+            let events = decide::enable_global_mfa(&actor.state, &org.state, &states)?;
+            let mut plan = Plan::new(events, true).expect(org_id.0, &org);
+            plan.org_position = Some(org_position);
+            Ok(plan)
+        })
+        .await
+    }
+
+    /// Shows or hides the Admins Without MFA Required widget on the caller's Home page.
+    pub async fn set_home_widget(&self, ctx: &CommandContext, visible: bool) -> Result<Outcome<()>, CommandError> {
+        let org_id = ctx.principal.org_id;
+        self.execute("set_home_widget", org_id, Actor::Admin(ctx.principal.admin_id.0), ctx.correlation_id, async || {
+            let actor = self.actor(ctx).await?;
+            let events = decide::set_home_widget(&actor.state, visible)?;
+            Ok(Plan::new(events, ()).expect(actor.state.id.0, &actor))
+        })
+        .await
+    }
+
+    /// Creates an API key for the caller; the plaintext is in the answer and nowhere else.
+    pub async fn create_api_key(
+        &self,
+        ctx: &CommandContext,
+        name: &str,
+    ) -> Result<Outcome<(Uuid, String)>, CommandError> {
+        let name = name.trim();
+        if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+            return Err(DomainError::invalid("name", "must be 1 to 100 printable characters").into());
+        }
+        let org_id = ctx.principal.org_id;
+        let key = gatehouse_auth::api_key::generate()?;
+        let key_id = Uuid::now_v7();
+        self.execute("create_api_key", org_id, Actor::Admin(ctx.principal.admin_id.0), ctx.correlation_id, async || {
+            let actor = self.actor(ctx).await?;
+            let events = decide::create_api_key(&actor.state, key_id)?;
+            let mut plan = Plan::new(events, (key_id, key.plaintext.clone())).expect(actor.state.id.0, &actor);
+            plan.statements =
+                vec![rows::insert_api_key(key_id, actor.state.id, org_id, key.hash.clone(), name.to_owned())];
+            Ok(plan)
+        })
+        .await
+    }
+
+    /// Revokes one of the caller's API keys.
+    pub async fn revoke_api_key(&self, ctx: &CommandContext, key_id: Uuid) -> Result<Outcome<()>, CommandError> {
+        let org_id = ctx.principal.org_id;
+        let admin = ctx.principal.admin_id;
+        self.execute("revoke_api_key", org_id, Actor::Admin(admin.0), ctx.correlation_id, async || {
+            let actor = self.actor(ctx).await?;
+            let live = gatehouse_auth::api_key::is_live(&self.db, key_id, admin).await?;
+            let events = decide::revoke_api_key(&actor.state, key_id, live)?;
+            let mut plan = Plan::new(events, ()).expect(admin.0, &actor);
+            plan.statements = vec![rows::revoke_api_key(key_id, admin)];
+            Ok(plan)
+        })
+        .await
+    }
+}
