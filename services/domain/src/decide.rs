@@ -36,7 +36,20 @@ fn created(admin: &NewAdmin, mfa_required: bool) -> Event {
 }
 
 fn active_actor(actor: &AdminState) -> Result<(), DomainError> {
-    if actor.is_active() { Ok(()) } else { Err(DomainError::Forbidden) }
+    if actor.is_active() {
+        Ok(())
+    } else {
+        Err(DomainError::Forbidden)
+    }
+}
+
+/// The organisation the actor belongs to. An organisation state of another tenant reads as
+/// absent, so a wrongly loaded state can never be changed on the actor's behalf.
+fn own_org(actor: &AdminState, org: &OrgState) -> Result<OrgId, DomainError> {
+    match org.id {
+        Some(id) if id == actor.org_id => Ok(id),
+        _ => Err(DomainError::OrgNotFound),
+    }
 }
 
 fn active_target(actor: &AdminState, target: &AdminState) -> Result<(), DomainError> {
@@ -58,10 +71,16 @@ pub fn create_org(
         return Err(DomainError::OrgExists);
     }
     if owner.role != Role::AdministratorWithBilling {
-        return Err(DomainError::invalid("role", "of an organisation's owner must be administrator_with_billing"));
+        return Err(DomainError::invalid(
+            "role",
+            "of an organisation's owner must be administrator_with_billing",
+        ));
     }
     Ok(vec![
-        Event::OrgCreated(OrgCreated { org_id: id.0, name: name.as_str().to_owned() }),
+        Event::OrgCreated(OrgCreated {
+            org_id: id.0,
+            name: name.as_str().to_owned(),
+        }),
         created(owner, true),
     ])
 }
@@ -77,6 +96,7 @@ pub fn create_admin(
     if !policy::can_manage_admins(actor.role) {
         return Err(DomainError::Forbidden);
     }
+    own_org(actor, org)?;
     if existing.lifecycle != crate::state::Lifecycle::Absent {
         return Err(DomainError::AdminExists);
     }
@@ -89,19 +109,27 @@ pub fn create_admin(
 }
 
 /// Removes an administrator. Nobody removes themself.
+///
+/// The role is checked before the target is looked up: a role that may remove nobody gets the
+/// same answer for every id, so it cannot probe which admins exist.
 pub fn remove_admin(actor: &AdminState, target: &AdminState) -> Result<Vec<Event>, DomainError> {
     active_actor(actor)?;
-    active_target(actor, target)?;
     if !policy::can_manage_admins(actor.role) {
         return Err(DomainError::Forbidden);
     }
+    active_target(actor, target)?;
     if actor.id == target.id {
         return Err(DomainError::SelfAction);
     }
-    Ok(vec![Event::AdminRemoved(AdminRef { admin_id: target.id.0 })])
+    Ok(vec![Event::AdminRemoved(AdminRef {
+        admin_id: target.id.0,
+    })])
 }
 
 /// Requires MFA for one admin, or removes the requirement.
+///
+/// A role that may manage nobody's MFA is refused before the target is looked up (the same answer
+/// for every id); a role that may manage some admins learns that this one is out of its reach.
 pub fn set_mfa_requirement(
     actor: &AdminState,
     org: &OrgState,
@@ -109,13 +137,12 @@ pub fn set_mfa_requirement(
     required: bool,
 ) -> Result<Vec<Event>, DomainError> {
     active_actor(actor)?;
+    if !policy::can_manage_mfa_of(actor.role, Role::ReadOnly) {
+        return Err(DomainError::Forbidden);
+    }
     active_target(actor, target)?;
     if !policy::can_manage_mfa_of(actor.role, target.role) {
-        return Err(if policy::can_manage_mfa_of(actor.role, Role::ReadOnly) {
-            DomainError::ForbiddenTargets(vec![target.id.0])
-        } else {
-            DomainError::Forbidden
-        });
+        return Err(DomainError::ForbiddenTargets(vec![target.id.0]));
     }
     match (required, target.required) {
         (true, true) | (false, false) => Ok(vec![]),
@@ -124,7 +151,9 @@ pub fn set_mfa_requirement(
             source: RequirementSource::Admin,
         })]),
         (false, true) if org.global_mfa => Err(DomainError::GlobalMfaEnforced),
-        (false, true) => Ok(vec![Event::MfaRequirementRemoved(AdminRef { admin_id: target.id.0 })]),
+        (false, true) => Ok(vec![Event::MfaRequirementRemoved(AdminRef {
+            admin_id: target.id.0,
+        })]),
     }
 }
 
@@ -150,15 +179,26 @@ pub fn require_mfa_bulk(
         return Err(DomainError::Forbidden);
     }
     if requested.is_empty() {
-        return Err(DomainError::invalid("admin_ids", "must name at least one administrator"));
+        return Err(DomainError::invalid(
+            "admin_ids",
+            "must name at least one administrator",
+        ));
     }
     let mut seen = std::collections::HashSet::with_capacity(requested.len());
-    let wanted: Vec<AdminId> = requested.iter().copied().filter(|id| seen.insert(*id)).collect();
+    let wanted: Vec<AdminId> = requested
+        .iter()
+        .copied()
+        .filter(|id| seen.insert(*id))
+        .collect();
     let by_id: std::collections::HashMap<AdminId, &AdminState> =
         targets.iter().map(|t| (t.id, t)).collect();
     let unknown: Vec<Uuid> = wanted
         .iter()
-        .filter(|id| by_id.get(id).is_none_or(|t| active_target(actor, t).is_err()))
+        .filter(|id| {
+            by_id
+                .get(id)
+                .is_none_or(|t| active_target(actor, t).is_err())
+        })
         .map(|id| id.0)
         .collect();
     if !unknown.is_empty() {
@@ -178,7 +218,12 @@ pub fn require_mfa_bulk(
     Ok(BulkRequireMfa {
         events: todo
             .iter()
-            .map(|id| Event::MfaRequired(MfaRequired { admin_id: id.0, source: RequirementSource::Admin }))
+            .map(|id| {
+                Event::MfaRequired(MfaRequired {
+                    admin_id: id.0,
+                    source: RequirementSource::Admin,
+                })
+            })
             .collect(),
         required: todo,
         already_required: already,
@@ -196,13 +241,20 @@ pub fn enable_global_mfa(
     if !policy::can_change_global_mfa(actor.role) {
         return Err(DomainError::Forbidden);
     }
-    let org_id = org.id.ok_or(DomainError::OrgNotFound)?;
+    let org_id = own_org(actor, org)?;
     if org.global_mfa {
         return Ok(vec![]);
     }
     let mut events = vec![Event::GlobalMfaEnabled(OrgRef { org_id: org_id.0 })];
-    events.extend(admins.iter().filter(|a| a.is_active() && !a.required).map(|a| {
-        Event::MfaRequired(MfaRequired { admin_id: a.id.0, source: RequirementSource::Global })
+    // The organisation check keeps the tenant boundary even if a caller passes a foreign admin.
+    let unrequired = admins
+        .iter()
+        .filter(|a| a.org_id == org_id && a.is_active() && !a.required);
+    events.extend(unrequired.map(|a| {
+        Event::MfaRequired(MfaRequired {
+            admin_id: a.id.0,
+            source: RequirementSource::Global,
+        })
     }));
     Ok(events)
 }
@@ -213,7 +265,7 @@ pub fn disable_global_mfa(actor: &AdminState, org: &OrgState) -> Result<Vec<Even
     if !policy::can_change_global_mfa(actor.role) {
         return Err(DomainError::Forbidden);
     }
-    let org_id = org.id.ok_or(DomainError::OrgNotFound)?;
+    let org_id = own_org(actor, org)?;
     if !org.global_mfa {
         return Ok(vec![]);
     }
@@ -236,7 +288,10 @@ pub fn set_home_widget(actor: &AdminState, visible: bool) -> Result<Vec<Event>, 
 /// Records a new API key of the actor's own.
 pub fn create_api_key(actor: &AdminState, key_id: Uuid) -> Result<Vec<Event>, DomainError> {
     active_actor(actor)?;
-    Ok(vec![Event::ApiKeyCreated(ApiKeyChanged { admin_id: actor.id.0, key_id })])
+    Ok(vec![Event::ApiKeyCreated(ApiKeyChanged {
+        admin_id: actor.id.0,
+        key_id,
+    })])
 }
 
 /// Records the revocation of one of the actor's own API keys; `owned_and_live` says whether the
@@ -248,7 +303,13 @@ pub fn revoke_api_key(
 ) -> Result<Vec<Event>, DomainError> {
     active_actor(actor)?;
     if !owned_and_live {
-        return Err(DomainError::invalid("key_id", "is not one of your API keys"));
+        return Err(DomainError::invalid(
+            "key_id",
+            "is not one of your API keys",
+        ));
     }
-    Ok(vec![Event::ApiKeyRevoked(ApiKeyChanged { admin_id: actor.id.0, key_id })])
+    Ok(vec![Event::ApiKeyRevoked(ApiKeyChanged {
+        admin_id: actor.id.0,
+        key_id,
+    })])
 }

@@ -33,11 +33,17 @@ pub enum DomainError {
     GlobalMfaEnforced,
     /// A field is invalid.
     #[error("{field} {message}")]
-    Invalid { field: &'static str, message: String },
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
 }
 
 impl DomainError {
     pub fn invalid(field: &'static str, message: &str) -> DomainError {
-        DomainError::Invalid { field, message: message.to_owned() }
+        DomainError::Invalid {
+            field,
+            message: message.to_owned(),
+        }
     }
 }

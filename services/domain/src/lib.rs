@@ -20,3 +20,6 @@ pub use error::DomainError;
 pub use gatehouse_events::{Event, RequirementSource, Role};
 pub use state::{AdminState, OrgState};
 pub use values::{AdminId, Email, OrgId, OrgName, PersonName};
+
+#[cfg(test)]
+mod tests;

@@ -39,12 +39,17 @@ impl Email {
         let s = raw.trim().to_lowercase();
         let invalid = |why: &str| DomainError::invalid("email", why);
         if s.is_empty() || s.len() > 254 {
-            return Err(invalid("must be an email address of at most 254 characters"));
+            return Err(invalid(
+                "must be an email address of at most 254 characters",
+            ));
         }
         let Some((local, domain)) = s.split_once('@') else {
             return Err(invalid("must be an email address like name@example.com"));
         };
-        let ok_chars = |p: &str| p.chars().all(|c| !c.is_whitespace() && !c.is_control() && c != '@');
+        let ok_chars = |p: &str| {
+            p.chars()
+                .all(|c| !c.is_whitespace() && !c.is_control() && c != '@')
+        };
         if local.is_empty()
             || local.len() > 64
             || domain.len() < 3
@@ -77,10 +82,16 @@ fn text(field: &'static str, raw: &str, max: usize) -> Result<String, DomainErro
         return Err(DomainError::invalid(field, "must not be empty"));
     }
     if s.chars().count() > max {
-        return Err(DomainError::invalid(field, &format!("must be at most {max} characters")));
+        return Err(DomainError::invalid(
+            field,
+            &format!("must be at most {max} characters"),
+        ));
     }
     if s.chars().any(char::is_control) {
-        return Err(DomainError::invalid(field, "must not contain control characters"));
+        return Err(DomainError::invalid(
+            field,
+            "must not contain control characters",
+        ));
     }
     Ok(s.to_owned())
 }
@@ -119,15 +130,32 @@ mod tests {
 
     #[test]
     fn email_is_normalised_and_validated() {
-        assert_eq!(Email::parse("  Ada@Example.COM ").expect("valid").as_str(), "ada@example.com");
-        for bad in ["", "ada", "ada@", "@example.com", "a b@example.com", "ada@example", "a@b@c.com", "x<y@z.com"] {
+        assert_eq!(
+            Email::parse("  Ada@Example.COM ").expect("valid").as_str(),
+            "ada@example.com"
+        );
+        for bad in [
+            "",
+            "ada",
+            "ada@",
+            "@example.com",
+            "a b@example.com",
+            "ada@example",
+            "a@b@c.com",
+            "x<y@z.com",
+        ] {
             assert!(Email::parse(bad).is_err(), "{bad} should be refused");
         }
     }
 
     #[test]
     fn names_are_trimmed_and_bounded() {
-        assert_eq!(PersonName::parse("first_name", " Ada ").expect("valid").as_str(), "Ada");
+        assert_eq!(
+            PersonName::parse("first_name", " Ada ")
+                .expect("valid")
+                .as_str(),
+            "Ada"
+        );
         assert!(PersonName::parse("first_name", "  ").is_err());
         assert!(PersonName::parse("first_name", &"x".repeat(101)).is_err());
         assert!(OrgName::parse("Acme\u{7}").is_err());
