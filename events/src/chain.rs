@@ -113,7 +113,9 @@ fn write_string(s: &str, out: &mut Vec<u8>) {
             '\n' => out.extend_from_slice(b"\\n"),
             '\r' => out.extend_from_slice(b"\\r"),
             '\t' => out.extend_from_slice(b"\\t"),
-            c if (c as u32) < 0x20 => out.extend_from_slice(format!("\\u{:04x}", c as u32).as_bytes()),
+            c if (c as u32) < 0x20 => {
+                out.extend_from_slice(format!("\\u{:04x}", c as u32).as_bytes())
+            }
             c => {
                 let mut buf = [0u8; 4];
                 out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
@@ -132,7 +134,10 @@ mod tests {
     fn canonical_form_sorts_keys_and_drops_whitespace() {
         let v = json!({"b": [1, {"z": true, "a": null}], "a": "x\n\u{1}é"});
         let got = String::from_utf8(canonical_json(&v).expect("no floats")).expect("utf-8");
-        assert_eq!(got, "{\"a\":\"x\\n\\u0001é\",\"b\":[1,{\"a\":null,\"z\":true}]}");
+        assert_eq!(
+            got,
+            "{\"a\":\"x\\n\\u0001é\",\"b\":[1,{\"a\":null,\"z\":true}]}"
+        );
     }
 
     #[test]
@@ -146,7 +151,10 @@ mod tests {
         let b = a.next_canonical(b"{}");
         assert_ne!(a, b);
         // SHA-256 of 32 zero bytes followed by "{}", computed independently with sha256sum.
-        assert_eq!(a.to_hex(), "fb1634c4e6cd4b1f1afe3ce2d6ef080f7ac5d1f357d723ad4dfca782733b62db");
+        assert_eq!(
+            a.to_hex(),
+            "fb1634c4e6cd4b1f1afe3ce2d6ef080f7ac5d1f357d723ad4dfca782733b62db"
+        );
         assert_eq!(Chain::from_hex(&a.to_hex()), Ok(a));
     }
 }

@@ -97,6 +97,8 @@ impl Envelope {
     }
 
     pub fn occurred_at(&self) -> Option<DateTime<Utc>> {
-        DateTime::parse_from_rfc3339(&self.time).ok().map(|t| t.with_timezone(&Utc))
+        DateTime::parse_from_rfc3339(&self.time)
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
     }
 }

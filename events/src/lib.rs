@@ -14,4 +14,4 @@ pub mod types;
 
 pub use chain::{Chain, ChainError};
 pub use envelope::{Actor, Envelope, format_time};
-pub use types::{DecodeError, Event, Role, RequirementSource};
+pub use types::{DecodeError, Event, RequirementSource, Role};

@@ -66,7 +66,9 @@ impl RequirementSource {
     }
 
     pub fn parse(s: &str) -> Option<RequirementSource> {
-        [Self::Default, Self::Admin, Self::Global].into_iter().find(|r| r.as_str() == s)
+        [Self::Default, Self::Admin, Self::Global]
+            .into_iter()
+            .find(|r| r.as_str() == s)
     }
 }
 
@@ -293,7 +295,10 @@ impl Event {
             if e.to_string().starts_with("unknown variant") {
                 DecodeError::UnknownType(event_type.to_owned())
             } else {
-                DecodeError::Malformed { event_type: event_type.to_owned(), reason: e.to_string() }
+                DecodeError::Malformed {
+                    event_type: event_type.to_owned(),
+                    reason: e.to_string(),
+                }
             }
         })
     }
@@ -322,7 +327,10 @@ mod tests {
 
     #[test]
     fn data_round_trips_through_decode() {
-        let e = Event::MfaRequired(MfaRequired { admin_id: Uuid::nil(), source: RequirementSource::Global });
+        let e = Event::MfaRequired(MfaRequired {
+            admin_id: Uuid::nil(),
+            source: RequirementSource::Global,
+        });
         let data = e.data();
         assert_eq!(data["source"], "global");
         assert_eq!(Event::decode(e.type_name(), &data).expect("decodes"), e);
@@ -331,7 +339,9 @@ mod tests {
     #[test]
     fn unknown_types_are_reported_as_such() {
         let err = Event::decode("gatehouse.admin.teleported.v1", &serde_json::json!({}));
-        assert!(matches!(err, Err(DecodeError::UnknownType(t)) if t == "gatehouse.admin.teleported.v1"));
+        assert!(
+            matches!(err, Err(DecodeError::UnknownType(t)) if t == "gatehouse.admin.teleported.v1")
+        );
     }
 
     #[test]

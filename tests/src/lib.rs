@@ -39,7 +39,10 @@ pub fn database_url(name: &str) -> String {
 
 async fn admin_client() -> anyhow::Result<tokio_postgres::Client> {
     let config = tokio_postgres::Config::from_str(&admin_database_url())?;
-    let (client, conn) = config.connect(NoTls).await.context("connecting to the test Postgres")?;
+    let (client, conn) = config
+        .connect(NoTls)
+        .await
+        .context("connecting to the test Postgres")?;
     tokio::spawn(conn);
     Ok(client)
 }
@@ -48,24 +51,42 @@ async fn admin_client() -> anyhow::Result<tokio_postgres::Client> {
 /// migrations, so a changed migration gets a new template.
 async fn template() -> anyhow::Result<String> {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../migrations");
-    let mut files: Vec<_> = std::fs::read_dir(dir)?.filter_map(Result::ok).map(|e| e.path()).collect();
+    let mut files: Vec<_> = std::fs::read_dir(dir)?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .collect();
     files.sort();
     let mut hasher = Sha256::new();
     for f in &files {
-        hasher.update(f.file_name().map(|n| n.as_encoded_bytes().to_vec()).unwrap_or_default());
+        hasher.update(
+            f.file_name()
+                .map(|n| n.as_encoded_bytes().to_vec())
+                .unwrap_or_default(),
+        );
         hasher.update(std::fs::read(f)?);
     }
     let name = format!("gh_template_{}", &hex::encode(hasher.finalize())[..12]);
 
     let client = admin_client().await?;
     // One process builds the template; the others wait for it and find it built.
-    client.batch_execute("SELECT pg_advisory_lock(7231002)").await?;
-    let exists = client.query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name]).await?.is_some();
+    client
+        .batch_execute("SELECT pg_advisory_lock(7231002)")
+        .await?;
+    let exists = client
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+        .await?
+        .is_some();
     if !exists {
         let building = format!("gh_building_{}", Uuid::new_v4().simple());
-        client.batch_execute(&format!("CREATE DATABASE {building}")).await?;
+        client
+            .batch_execute(&format!("CREATE DATABASE {building}"))
+            .await?;
         {
-            let db = Db::connect(&DbConfig { url: database_url(&building), pool_size: 1 }).await?;
+            let db = Db::connect(&DbConfig {
+                url: database_url(&building),
+                pool_size: 1,
+            })
+            .await?;
             db.migrate().await?;
             db.pool.close();
         }
@@ -74,7 +95,9 @@ async fn template() -> anyhow::Result<String> {
             .await
             .context("publishing the template")?;
     }
-    client.batch_execute("SELECT pg_advisory_unlock(7231002)").await?;
+    client
+        .batch_execute("SELECT pg_advisory_unlock(7231002)")
+        .await?;
     Ok(name)
 }
 
@@ -93,7 +116,9 @@ pub struct TestEnv {
 
 impl TestEnv {
     pub async fn new() -> TestEnv {
-        Self::try_new().await.expect("the test environment (Postgres and NATS) must be reachable")
+        Self::try_new()
+            .await
+            .expect("the test environment (Postgres and NATS) must be reachable")
     }
 
     async fn try_new() -> anyhow::Result<TestEnv> {
@@ -104,7 +129,10 @@ impl TestEnv {
         // Copying a template fails while another session is connected to it; retry briefly.
         let mut tries = 0;
         loop {
-            match client.batch_execute(&format!("CREATE DATABASE {db_name} TEMPLATE {template}")).await {
+            match client
+                .batch_execute(&format!("CREATE DATABASE {db_name} TEMPLATE {template}"))
+                .await
+            {
                 Ok(()) => break,
                 Err(e) if tries < 50 => {
                     tries += 1;
@@ -115,8 +143,14 @@ impl TestEnv {
             }
         }
         let db_url = database_url(&db_name);
-        let db = Db::connect(&DbConfig { url: db_url.clone(), pool_size: 8 }).await?;
-        let nats = async_nats::connect(nats_url()).await.context("connecting to the test NATS")?;
+        let db = Db::connect(&DbConfig {
+            url: db_url.clone(),
+            pool_size: 8,
+        })
+        .await?;
+        let nats = async_nats::connect(nats_url())
+            .await
+            .context("connecting to the test NATS")?;
         let jetstream = async_nats::jetstream::new(nats.clone());
         Ok(TestEnv {
             db,
@@ -138,12 +172,17 @@ impl Drop for TestEnv {
         // Dropping needs async I/O; a runtime of its own on a plain thread keeps it independent
         // of whether the test's runtime is still running.
         let cleanup = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
                 return;
             };
             rt.block_on(async move {
                 if let Ok(client) = admin_client().await {
-                    let _ = client.batch_execute(&format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)")).await;
+                    let _ = client
+                        .batch_execute(&format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"))
+                        .await;
                 }
                 if let Ok(nats) = async_nats::connect(nats_url()).await {
                     let js = async_nats::jetstream::new(nats);

@@ -30,7 +30,9 @@ pub fn hash(plaintext: &str) -> Vec<u8> {
 pub fn well_formed(candidate: &str) -> bool {
     candidate.len() == PREFIX.len() + 43
         && candidate.starts_with(PREFIX)
-        && candidate[PREFIX.len()..].bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && candidate[PREFIX.len()..]
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 #[cfg(test)]
@@ -50,9 +52,17 @@ mod tests {
 }
 
 /// Whether `key_id` is a live key of `admin`.
-pub async fn is_live(db: &gatehouse_store::Db, key_id: uuid::Uuid, admin: gatehouse_domain::AdminId) -> anyhow::Result<bool> {
+pub async fn is_live(
+    db: &gatehouse_store::Db,
+    key_id: uuid::Uuid,
+    admin: gatehouse_domain::AdminId,
+) -> anyhow::Result<bool> {
     use anyhow::Context;
-    let client = db.pool.get().await.context("getting a Postgres connection")?;
+    let client = db
+        .pool
+        .get()
+        .await
+        .context("getting a Postgres connection")?;
     let row = client
         .query_opt(
             "SELECT 1 FROM api_keys WHERE key_id = $1 AND admin_id = $2 AND revoked_at IS NULL",
@@ -72,9 +82,16 @@ pub struct KeySummary {
 }
 
 /// The live keys of `admin`, newest first.
-pub async fn list(db: &gatehouse_store::Db, admin: gatehouse_domain::AdminId) -> anyhow::Result<Vec<KeySummary>> {
+pub async fn list(
+    db: &gatehouse_store::Db,
+    admin: gatehouse_domain::AdminId,
+) -> anyhow::Result<Vec<KeySummary>> {
     use anyhow::Context;
-    let client = db.pool.get().await.context("getting a Postgres connection")?;
+    let client = db
+        .pool
+        .get()
+        .await
+        .context("getting a Postgres connection")?;
     let rows = client
         .query(
             "SELECT key_id, name, created_at FROM api_keys WHERE admin_id = $1 AND revoked_at IS NULL ORDER BY created_at DESC",
@@ -82,5 +99,12 @@ pub async fn list(db: &gatehouse_store::Db, admin: gatehouse_domain::AdminId) ->
         )
         .await
         .context("listing API keys")?;
-    Ok(rows.iter().map(|r| KeySummary { key_id: r.get(0), name: r.get(1), created_at: r.get(2) }).collect())
+    Ok(rows
+        .iter()
+        .map(|r| KeySummary {
+            key_id: r.get(0),
+            name: r.get(1),
+            created_at: r.get(2),
+        })
+        .collect())
 }

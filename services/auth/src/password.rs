@@ -47,23 +47,32 @@ pub struct Passwords {
 
 impl Default for Passwords {
     fn default() -> Self {
-        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
         Passwords::new(cores)
     }
 }
 
 impl Passwords {
     pub fn new(concurrency: usize) -> Passwords {
-        Passwords { permits: Arc::new(Semaphore::new(concurrency.max(1))) }
+        Passwords {
+            permits: Arc::new(Semaphore::new(concurrency.max(1))),
+        }
     }
 
     /// The argon2id PHC string of `password`.
     pub async fn hash(&self, password: String) -> anyhow::Result<String> {
-        let _permit = self.permits.acquire().await.context("password hashing is shut down")?;
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .context("password hashing is shut down")?;
         tokio::task::spawn_blocking(move || {
             let mut salt = [0u8; 16];
             getrandom::fill(&mut salt).map_err(|e| anyhow!("no randomness for a salt: {e}"))?;
-            let salt = SaltString::encode_b64(&salt).map_err(|e| anyhow!("encoding a salt: {e}"))?;
+            let salt =
+                SaltString::encode_b64(&salt).map_err(|e| anyhow!("encoding a salt: {e}"))?;
             argon2()
                 .hash_password(password.as_bytes(), &salt)
                 .map(|h| h.to_string())
@@ -76,14 +85,22 @@ impl Passwords {
     /// Whether `password` matches `phc`. With `phc = None` (unknown account) a dummy hash is
     /// verified all the same, so the answer takes as long as for a wrong password.
     pub async fn verify(&self, password: String, phc: Option<String>) -> anyhow::Result<bool> {
-        let _permit = self.permits.acquire().await.context("password hashing is shut down")?;
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .context("password hashing is shut down")?;
         tokio::task::spawn_blocking(move || {
             let (phc, real) = match phc {
                 Some(p) => (p, true),
                 None => (DUMMY_HASH.to_owned(), false),
             };
-            let parsed = PasswordHash::new(&phc).map_err(|e| anyhow!("stored hash unreadable: {e}"))?;
-            Ok(argon2().verify_password(password.as_bytes(), &parsed).is_ok() && real)
+            let parsed =
+                PasswordHash::new(&phc).map_err(|e| anyhow!("stored hash unreadable: {e}"))?;
+            Ok(argon2()
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok()
+                && real)
         })
         .await
         .context("the verifying task failed")?
@@ -91,8 +108,7 @@ impl Passwords {
 }
 
 /// The hash of a random, forgotten password, with the same parameters as real ones.
-const DUMMY_HASH: &str =
-    "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$Yb0nMHlC1cKJCXBv0QkkG3U3sSTrYhNOqNtMeE5PzmY";
+const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$Yb0nMHlC1cKJCXBv0QkkG3U3sSTrYhNOqNtMeE5PzmY";
 
 #[cfg(test)]
 mod tests {
@@ -100,10 +116,22 @@ mod tests {
 
     #[test]
     fn policy_refuses_short_long_and_email_passwords() {
-        assert_eq!(check_policy("short", "ada@example.com"), Err(PasswordError::Length));
-        assert_eq!(check_policy(&"x".repeat(65), "ada@example.com"), Err(PasswordError::Length));
-        assert_eq!(check_policy("my ada@example.com pw", "ada@example.com"), Err(PasswordError::ContainsEmail));
-        assert_eq!(check_policy("correct horse battery", "ada@example.com"), Ok(()));
+        assert_eq!(
+            check_policy("short", "ada@example.com"),
+            Err(PasswordError::Length)
+        );
+        assert_eq!(
+            check_policy(&"x".repeat(65), "ada@example.com"),
+            Err(PasswordError::Length)
+        );
+        assert_eq!(
+            check_policy("my ada@example.com pw", "ada@example.com"),
+            Err(PasswordError::ContainsEmail)
+        );
+        assert_eq!(
+            check_policy("correct horse battery", "ada@example.com"),
+            Ok(())
+        );
     }
 
     #[tokio::test]
@@ -111,8 +139,20 @@ mod tests {
         let p = Passwords::new(1);
         let h = p.hash("correct horse battery".into()).await.expect("hash");
         assert!(h.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
-        assert!(p.verify("correct horse battery".into(), Some(h.clone())).await.expect("verify"));
-        assert!(!p.verify("wrong horse battery".into(), Some(h)).await.expect("verify"));
-        assert!(!p.verify("correct horse battery".into(), None).await.expect("verify"));
+        assert!(
+            p.verify("correct horse battery".into(), Some(h.clone()))
+                .await
+                .expect("verify")
+        );
+        assert!(
+            !p.verify("wrong horse battery".into(), Some(h))
+                .await
+                .expect("verify")
+        );
+        assert!(
+            !p.verify("correct horse battery".into(), None)
+                .await
+                .expect("verify")
+        );
     }
 }

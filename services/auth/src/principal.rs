@@ -36,7 +36,11 @@ pub async fn by_api_key(db: &Db, plaintext: &str) -> anyhow::Result<Option<Princ
         return Ok(None);
     }
     let hash = crate::api_key::hash(plaintext);
-    let client = db.pool.get().await.context("getting a Postgres connection")?;
+    let client = db
+        .pool
+        .get()
+        .await
+        .context("getting a Postgres connection")?;
     let row = client
         .query_opt(
             "SELECT c.admin_id, c.org_id, c.email, c.role
@@ -54,6 +58,53 @@ pub async fn by_api_key(db: &Db, plaintext: &str) -> anyhow::Result<Option<Princ
             email: r.get(2),
             role: Role::parse(&role)?,
             auth_method: AuthMethod::ApiKey,
+        })
+    }))
+}
+
+/// A live admin's stored credentials, found by email (for login and the demo seed).
+#[derive(Clone)]
+pub struct StoredCredentials {
+    pub admin_id: AdminId,
+    pub org_id: OrgId,
+    pub email: String,
+    pub role: Role,
+    /// Never logged, never returned: only verified.
+    pub password_hash: Option<String>,
+}
+
+impl std::fmt::Debug for StoredCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredCredentials")
+            .field("admin_id", &self.admin_id)
+            .field("org_id", &self.org_id)
+            .field("role", &self.role)
+            .finish_non_exhaustive()
+    }
+}
+
+pub async fn by_email(db: &Db, email: &str) -> anyhow::Result<Option<StoredCredentials>> {
+    let client = db
+        .pool
+        .get()
+        .await
+        .context("getting a Postgres connection")?;
+    let row = client
+        .query_opt(
+            "SELECT admin_id, org_id, email, role, password_hash FROM admin_credentials
+             WHERE email = $1 AND removed_at IS NULL",
+            &[&email.trim().to_lowercase()],
+        )
+        .await
+        .context("looking up credentials")?;
+    Ok(row.and_then(|r| {
+        let role: String = r.get(3);
+        Some(StoredCredentials {
+            admin_id: AdminId(r.get(0)),
+            org_id: OrgId(r.get(1)),
+            email: r.get(2),
+            role: Role::parse(&role)?,
+            password_hash: r.get(4),
         })
     }))
 }

@@ -8,7 +8,13 @@ use uuid::Uuid;
 /// The unique index that makes one live admin per email address.
 pub const EMAIL_CONSTRAINT: &str = "admin_credentials_email";
 
-pub fn insert_admin(id: AdminId, org: OrgId, email: &Email, role: Role, password_hash: Option<String>) -> Statement {
+pub fn insert_admin(
+    id: AdminId,
+    org: OrgId,
+    email: &Email,
+    role: Role,
+    password_hash: Option<String>,
+) -> Statement {
     Statement {
         sql: "INSERT INTO admin_credentials (admin_id, org_id, email, role, password_hash) VALUES ($1, $2, $3, $4, $5)",
         params: vec![
@@ -35,10 +41,22 @@ pub fn remove_admin(id: AdminId) -> Vec<Statement> {
     ]
 }
 
-pub fn insert_api_key(key_id: Uuid, admin: AdminId, org: OrgId, hash: Vec<u8>, name: String) -> Statement {
+pub fn insert_api_key(
+    key_id: Uuid,
+    admin: AdminId,
+    org: OrgId,
+    hash: Vec<u8>,
+    name: String,
+) -> Statement {
     Statement {
         sql: "INSERT INTO api_keys (key_id, admin_id, org_id, key_hash, name) VALUES ($1, $2, $3, $4, $5)",
-        params: vec![Box::new(key_id), Box::new(admin.0), Box::new(org.0), Box::new(hash), Box::new(name)],
+        params: vec![
+            Box::new(key_id),
+            Box::new(admin.0),
+            Box::new(org.0),
+            Box::new(hash),
+            Box::new(name),
+        ],
     }
 }
 

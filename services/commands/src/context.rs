@@ -14,6 +14,10 @@ pub struct CommandContext {
 
 impl CommandContext {
     pub fn new(principal: Principal) -> CommandContext {
-        CommandContext { principal, correlation_id: Uuid::now_v7(), now: Utc::now() }
+        CommandContext {
+            principal,
+            correlation_id: Uuid::now_v7(),
+            now: Utc::now(),
+        }
     }
 }

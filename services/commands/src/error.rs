@@ -21,7 +21,11 @@ pub enum CommandError {
 
 impl From<anyhow::Error> for CommandError {
     fn from(e: anyhow::Error) -> Self {
-        if is_unavailable(&e) { CommandError::Unavailable(e) } else { CommandError::Internal(e) }
+        if is_unavailable(&e) {
+            CommandError::Unavailable(e)
+        } else {
+            CommandError::Internal(e)
+        }
     }
 }
 

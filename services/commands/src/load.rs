@@ -16,13 +16,20 @@ pub struct Loaded<S> {
 
 impl<S> Loaded<S> {
     pub fn expected(&self) -> Expected {
-        if self.version == 0 { Expected::NoStream } else { Expected::Exactly(self.version) }
+        if self.version == 0 {
+            Expected::NoStream
+        } else {
+            Expected::Exactly(self.version)
+        }
     }
 }
 
 fn fold_admin(id: AdminId, org: OrgId, stream: Option<&Stream>) -> Loaded<AdminState> {
     let Some(stream) = stream else {
-        return Loaded { state: AdminState::absent(id, org), version: 0 };
+        return Loaded {
+            state: AdminState::absent(id, org),
+            version: 0,
+        };
     };
     // The stream's own organisation, not the caller's: a foreign admin then fails the
     // deciders' same-organisation check.
@@ -32,30 +39,49 @@ fn fold_admin(id: AdminId, org: OrgId, stream: Option<&Stream>) -> Loaded<AdminS
             state = state.evolve(&event, at);
         }
     }
-    Loaded { state, version: stream.version }
+    Loaded {
+        state,
+        version: stream.version,
+    }
 }
 
 /// Loads admins by id (absent ones as [`AdminState::absent`] in `org`).
-pub async fn admins(db: &Db, org: OrgId, ids: &[AdminId]) -> anyhow::Result<HashMap<AdminId, Loaded<AdminState>>> {
+pub async fn admins(
+    db: &Db,
+    org: OrgId,
+    ids: &[AdminId],
+) -> anyhow::Result<HashMap<AdminId, Loaded<AdminState>>> {
     let raw: Vec<uuid::Uuid> = ids.iter().map(|id| id.0).collect();
     let streams = db.read_streams(&raw).await?;
-    Ok(ids.iter().map(|id| (*id, fold_admin(*id, org, streams.get(&id.0)))).collect())
+    Ok(ids
+        .iter()
+        .map(|id| (*id, fold_admin(*id, org, streams.get(&id.0))))
+        .collect())
 }
 
 pub async fn admin(db: &Db, org: OrgId, id: AdminId) -> anyhow::Result<Loaded<AdminState>> {
     let mut map = admins(db, org, &[id]).await?;
-    Ok(map.remove(&id).unwrap_or_else(|| Loaded { state: AdminState::absent(id, org), version: 0 }))
+    Ok(map.remove(&id).unwrap_or_else(|| Loaded {
+        state: AdminState::absent(id, org),
+        version: 0,
+    }))
 }
 
 pub async fn org(db: &Db, id: OrgId) -> anyhow::Result<Loaded<OrgState>> {
     let streams = db.read_streams(&[id.0]).await?;
     let Some(stream) = streams.get(&id.0) else {
-        return Ok(Loaded { state: OrgState::default(), version: 0 });
+        return Ok(Loaded {
+            state: OrgState::default(),
+            version: 0,
+        });
     };
     let state = stream
         .events
         .iter()
         .filter_map(|e| e.event().ok())
         .fold(OrgState::default(), |s, e| s.evolve(&e));
-    Ok(Loaded { state, version: stream.version })
+    Ok(Loaded {
+        state,
+        version: stream.version,
+    })
 }

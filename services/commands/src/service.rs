@@ -39,7 +39,13 @@ struct Plan<T> {
 
 impl<T> Plan<T> {
     fn new(events: Vec<Event>, value: T) -> Plan<T> {
-        Plan { events, expected: vec![], org_position: None, statements: vec![], value }
+        Plan {
+            events,
+            expected: vec![],
+            org_position: None,
+            statements: vec![],
+            value,
+        }
     }
 
     fn expect<S>(mut self, stream: Uuid, loaded: &Loaded<S>) -> Plan<T> {
@@ -75,14 +81,21 @@ impl Commands {
         &self.passwords
     }
 
-    async fn execute<T>(
+    /// Runs `decide` and appends its plan, deciding again on a concurrency conflict. `decide` is
+    /// a plain closure returning a future (not an `async` closure) so that the command's future
+    /// is `Send` and handlers can await it on any runtime thread.
+    async fn execute<T, F, Fut>(
         &self,
         name: &'static str,
         org: OrgId,
         actor: Actor,
         correlation_id: Uuid,
-        mut decide: impl AsyncFnMut() -> Result<Plan<T>, CommandError>,
-    ) -> Result<Outcome<T>, CommandError> {
+        mut decide: F,
+    ) -> Result<Outcome<T>, CommandError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<Plan<T>, CommandError>>,
+    {
         let started = Instant::now();
         let result = self.attempts(org, actor, correlation_id, &mut decide).await;
         let outcome = match &result {
@@ -92,24 +105,32 @@ impl Commands {
             Err(CommandError::Unavailable(_)) => "unavailable",
             Err(CommandError::Internal(_)) => "error",
         };
-        metrics::counter!("gatehouse_commands_total", "command" => name, "outcome" => outcome).increment(1);
+        metrics::counter!("gatehouse_commands_total", "command" => name, "outcome" => outcome)
+            .increment(1);
         metrics::histogram!("gatehouse_command_duration_seconds", "command" => name)
             .record(started.elapsed().as_secs_f64());
         result
     }
 
-    async fn attempts<T>(
+    async fn attempts<T, F, Fut>(
         &self,
         org: OrgId,
         actor: Actor,
         correlation_id: Uuid,
-        decide: &mut impl AsyncFnMut() -> Result<Plan<T>, CommandError>,
-    ) -> Result<Outcome<T>, CommandError> {
+        decide: &mut F,
+    ) -> Result<Outcome<T>, CommandError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<Plan<T>, CommandError>>,
+    {
         for _ in 0..MAX_ATTEMPTS {
             let plan = decide().await?;
             if plan.events.is_empty() && plan.statements.is_empty() {
                 let position = self.db.head().await?;
-                return Ok(Outcome { value: plan.value, position });
+                return Ok(Outcome {
+                    value: plan.value,
+                    position,
+                });
             }
             let count = plan.events.len() as u64;
             let request = AppendRequest {
@@ -129,12 +150,19 @@ impl Commands {
                         Some(p) => p,
                         None => self.db.head().await?,
                     };
-                    return Ok(Outcome { value: plan.value, position });
+                    return Ok(Outcome {
+                        value: plan.value,
+                        position,
+                    });
                 }
                 Err(AppendError::Conflict) => continue,
-                Err(AppendError::Unique(c)) if c == rows::EMAIL_CONSTRAINT => return Err(CommandError::EmailTaken),
+                Err(AppendError::Unique(c)) if c == rows::EMAIL_CONSTRAINT => {
+                    return Err(CommandError::EmailTaken);
+                }
                 Err(AppendError::Unique(c)) => {
-                    return Err(CommandError::Internal(anyhow::anyhow!("unexpected unique violation on {c}")));
+                    return Err(CommandError::Internal(anyhow::anyhow!(
+                        "unexpected unique violation on {c}"
+                    )));
                 }
                 Err(AppendError::Other(e)) => return Err(e.into()),
             }
@@ -159,14 +187,29 @@ impl Commands {
         let hash = self.passwords.hash(password).await?;
         let org_id = OrgId::generate();
         let owner_id = owner.id;
-        self.execute("create_org", org_id, Actor::System, Uuid::now_v7(), async || {
-            let events = decide::create_org(&OrgState::default(), org_id, name.clone(), &owner)?;
-            let mut plan = Plan::new(events, (org_id, owner_id));
-            plan.expected = vec![(org_id.0, Expected::NoStream), (owner_id.0, Expected::NoStream)];
-            plan.statements =
-                vec![rows::insert_admin(owner_id, org_id, &owner.email, Role::AdministratorWithBilling, Some(hash.clone()))];
-            Ok(plan)
-        })
+        let (name, owner, hash) = (&name, &owner, &hash);
+        self.execute(
+            "create_org",
+            org_id,
+            Actor::System,
+            Uuid::now_v7(),
+            move || async move {
+                let events = decide::create_org(&OrgState::default(), org_id, name.clone(), owner)?;
+                let mut plan = Plan::new(events, (org_id, owner_id));
+                plan.expected = vec![
+                    (org_id.0, Expected::NoStream),
+                    (owner_id.0, Expected::NoStream),
+                ];
+                plan.statements = vec![rows::insert_admin(
+                    owner_id,
+                    org_id,
+                    &owner.email,
+                    Role::AdministratorWithBilling,
+                    Some(hash.clone()),
+                )];
+                Ok(plan)
+            },
+        )
         .await
     }
 
@@ -185,33 +228,59 @@ impl Commands {
             .map_err(|e| DomainError::invalid("password", &e.to_string()))?;
         let hash = self.passwords.hash(password).await?;
         let org_id = ctx.principal.org_id;
-        self.execute("create_admin", org_id, Actor::Admin(ctx.principal.admin_id.0), ctx.correlation_id, async || {
-            let actor = self.actor(ctx).await?;
-            let org = load::org(&self.db, org_id).await?;
-            let existing = load::admin(&self.db, org_id, admin.id).await?;
-            let events = decide::create_admin(&actor.state, &org.state, &existing.state, &admin)?;
-            let state = fold_admin(&existing.state, &events, Utc::now());
-            let mut plan = Plan::new(events, state)
-                .expect(ctx.principal.admin_id.0, &actor)
-                .expect(org_id.0, &org)
-                .expect(admin.id.0, &existing);
-            plan.statements = vec![rows::insert_admin(admin.id, org_id, &admin.email, admin.role, Some(hash.clone()))];
-            Ok(plan)
-        })
+        let (admin, hash) = (&admin, &hash);
+        self.execute(
+            "create_admin",
+            org_id,
+            Actor::Admin(ctx.principal.admin_id.0),
+            ctx.correlation_id,
+            move || async move {
+                let actor = self.actor(ctx).await?;
+                let org = load::org(&self.db, org_id).await?;
+                let existing = load::admin(&self.db, org_id, admin.id).await?;
+                let events =
+                    decide::create_admin(&actor.state, &org.state, &existing.state, admin)?;
+                let state = fold_admin(&existing.state, &events, Utc::now());
+                let mut plan = Plan::new(events, state)
+                    .expect(ctx.principal.admin_id.0, &actor)
+                    .expect(org_id.0, &org)
+                    .expect(admin.id.0, &existing);
+                plan.statements = vec![rows::insert_admin(
+                    admin.id,
+                    org_id,
+                    &admin.email,
+                    admin.role,
+                    Some(hash.clone()),
+                )];
+                Ok(plan)
+            },
+        )
         .await
     }
 
     /// Removes an administrator, their email claim and their API keys.
-    pub async fn remove_admin(&self, ctx: &CommandContext, target: AdminId) -> Result<Outcome<()>, CommandError> {
+    pub async fn remove_admin(
+        &self,
+        ctx: &CommandContext,
+        target: AdminId,
+    ) -> Result<Outcome<()>, CommandError> {
         let org_id = ctx.principal.org_id;
-        self.execute("remove_admin", org_id, Actor::Admin(ctx.principal.admin_id.0), ctx.correlation_id, async || {
-            let actor = self.actor(ctx).await?;
-            let loaded = load::admin(&self.db, org_id, target).await?;
-            let events = decide::remove_admin(&actor.state, &loaded.state)?;
-            let mut plan = Plan::new(events, ()).expect(actor.state.id.0, &actor).expect(target.0, &loaded);
-            plan.statements = rows::remove_admin(target);
-            Ok(plan)
-        })
+        self.execute(
+            "remove_admin",
+            org_id,
+            Actor::Admin(ctx.principal.admin_id.0),
+            ctx.correlation_id,
+            move || async move {
+                let actor = self.actor(ctx).await?;
+                let loaded = load::admin(&self.db, org_id, target).await?;
+                let events = decide::remove_admin(&actor.state, &loaded.state)?;
+                let mut plan = Plan::new(events, ())
+                    .expect(actor.state.id.0, &actor)
+                    .expect(target.0, &loaded);
+                plan.statements = rows::remove_admin(target);
+                Ok(plan)
+            },
+        )
         .await
     }
 
@@ -223,14 +292,23 @@ impl Commands {
         required: bool,
     ) -> Result<Outcome<AdminState>, CommandError> {
         let org_id = ctx.principal.org_id;
-        self.execute("set_mfa_requirement", org_id, Actor::Admin(ctx.principal.admin_id.0), ctx.correlation_id, async || {
-            let actor = self.actor(ctx).await?;
-            let org = load::org(&self.db, org_id).await?;
-            let loaded = load::admin(&self.db, org_id, target).await?;
-            let events = decide::set_mfa_requirement(&actor.state, &org.state, &loaded.state, required)?;
-            let state = fold_admin(&loaded.state, &events, Utc::now());
-            Ok(Plan::new(events, state).expect(org_id.0, &org).expect(target.0, &loaded))
-        })
+        self.execute(
+            "set_mfa_requirement",
+            org_id,
+            Actor::Admin(ctx.principal.admin_id.0),
+            ctx.correlation_id,
+            move || async move {
+                let actor = self.actor(ctx).await?;
+                let org = load::org(&self.db, org_id).await?;
+                let loaded = load::admin(&self.db, org_id, target).await?;
+                let events =
+                    decide::set_mfa_requirement(&actor.state, &org.state, &loaded.state, required)?;
+                let state = fold_admin(&loaded.state, &events, Utc::now());
+                Ok(Plan::new(events, state)
+                    .expect(org_id.0, &org)
+                    .expect(target.0, &loaded))
+            },
+        )
         .await
     }
 
@@ -244,55 +322,86 @@ impl Commands {
         if !policy::can_manage_mfa_of(ctx.principal.role, Role::ReadOnly) {
             return Err(DomainError::Forbidden.into());
         }
-        self.execute("require_mfa_bulk", org_id, Actor::Admin(ctx.principal.admin_id.0), ctx.correlation_id, async || {
-            let actor = self.actor(ctx).await?;
-            let loaded = load::admins(&self.db, org_id, ids).await?;
-            let states: Vec<AdminState> = loaded.values().map(|l| l.state.clone()).collect();
-            let outcome = decide::require_mfa_bulk(&actor.state, ids, &states)?;
-            let mut plan = Plan::new(outcome.events.clone(), outcome);
-            plan.expected = loaded.iter().map(|(id, l)| (id.0, l.expected())).collect();
-            Ok(plan)
-        })
+        self.execute(
+            "require_mfa_bulk",
+            org_id,
+            Actor::Admin(ctx.principal.admin_id.0),
+            ctx.correlation_id,
+            move || async move {
+                let actor = self.actor(ctx).await?;
+                let loaded = load::admins(&self.db, org_id, ids).await?;
+                let states: Vec<AdminState> = loaded.values().map(|l| l.state.clone()).collect();
+                let outcome = decide::require_mfa_bulk(&actor.state, ids, &states)?;
+                let mut plan = Plan::new(outcome.events.clone(), outcome);
+                plan.expected = loaded.iter().map(|(id, l)| (id.0, l.expected())).collect();
+                Ok(plan)
+            },
+        )
         .await
     }
 
     /// Turns the Global MFA Requirement on or off; answers whether it is now on.
-    pub async fn set_global_mfa(&self, ctx: &CommandContext, on: bool) -> Result<Outcome<bool>, CommandError> {
+    pub async fn set_global_mfa(
+        &self,
+        ctx: &CommandContext,
+        on: bool,
+    ) -> Result<Outcome<bool>, CommandError> {
         let org_id = ctx.principal.org_id;
-        self.execute("set_global_mfa", org_id, Actor::Admin(ctx.principal.admin_id.0), ctx.correlation_id, async || {
-            let actor = self.actor(ctx).await?;
-            if !on {
+        self.execute(
+            "set_global_mfa",
+            org_id,
+            Actor::Admin(ctx.principal.admin_id.0),
+            ctx.correlation_id,
+            move || async move {
+                let actor = self.actor(ctx).await?;
+                if !on {
+                    let org = load::org(&self.db, org_id).await?;
+                    let events = decide::disable_global_mfa(&actor.state, &org.state)?;
+                    return Ok(Plan::new(events, false).expect(org_id.0, &org));
+                }
+                if !policy::can_change_global_mfa(actor.state.role) {
+                    return Err(DomainError::Forbidden.into());
+                }
+                // Read the organisation's position first: any event appended after it, such as a
+                // new admin, makes this decision stale and the append refuses it.
+                let (org_position, _) = self.db.org_head(org_id.0).await?;
                 let org = load::org(&self.db, org_id).await?;
-                let events = decide::disable_global_mfa(&actor.state, &org.state)?;
-                return Ok(Plan::new(events, false).expect(org_id.0, &org));
-            }
-            if !policy::can_change_global_mfa(actor.state.role) {
-                return Err(DomainError::Forbidden.into());
-            }
-            // Read the organisation's position first: any event appended after it, such as a
-            // new admin, makes this decision stale and the append refuses it.
-            let (org_position, _) = self.db.org_head(org_id.0).await?;
-            let org = load::org(&self.db, org_id).await?;
-            let ids: Vec<AdminId> =
-                self.db.org_streams(org_id.0, StreamKind::Admin).await?.into_iter().map(AdminId).collect();
-            let admins = load::admins(&self.db, org_id, &ids).await?;
-            let states: Vec<AdminState> = admins.into_values().map(|l| l.state).collect();
-            let events = decide::enable_global_mfa(&actor.state, &org.state, &states)?;
-            let mut plan = Plan::new(events, true).expect(org_id.0, &org);
-            plan.org_position = Some(org_position);
-            Ok(plan)
-        })
+                let ids: Vec<AdminId> = self
+                    .db
+                    .org_streams(org_id.0, StreamKind::Admin)
+                    .await?
+                    .into_iter()
+                    .map(AdminId)
+                    .collect();
+                let admins = load::admins(&self.db, org_id, &ids).await?;
+                let states: Vec<AdminState> = admins.into_values().map(|l| l.state).collect();
+                let events = decide::enable_global_mfa(&actor.state, &org.state, &states)?;
+                let mut plan = Plan::new(events, true).expect(org_id.0, &org);
+                plan.org_position = Some(org_position);
+                Ok(plan)
+            },
+        )
         .await
     }
 
     /// Shows or hides the Admins Without MFA Required widget on the caller's Home page.
-    pub async fn set_home_widget(&self, ctx: &CommandContext, visible: bool) -> Result<Outcome<()>, CommandError> {
+    pub async fn set_home_widget(
+        &self,
+        ctx: &CommandContext,
+        visible: bool,
+    ) -> Result<Outcome<()>, CommandError> {
         let org_id = ctx.principal.org_id;
-        self.execute("set_home_widget", org_id, Actor::Admin(ctx.principal.admin_id.0), ctx.correlation_id, async || {
-            let actor = self.actor(ctx).await?;
-            let events = decide::set_home_widget(&actor.state, visible)?;
-            Ok(Plan::new(events, ()).expect(actor.state.id.0, &actor))
-        })
+        self.execute(
+            "set_home_widget",
+            org_id,
+            Actor::Admin(ctx.principal.admin_id.0),
+            ctx.correlation_id,
+            move || async move {
+                let actor = self.actor(ctx).await?;
+                let events = decide::set_home_widget(&actor.state, visible)?;
+                Ok(Plan::new(events, ()).expect(actor.state.id.0, &actor))
+            },
+        )
         .await
     }
 
@@ -304,34 +413,59 @@ impl Commands {
     ) -> Result<Outcome<(Uuid, String)>, CommandError> {
         let name = name.trim();
         if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
-            return Err(DomainError::invalid("name", "must be 1 to 100 printable characters").into());
+            return Err(
+                DomainError::invalid("name", "must be 1 to 100 printable characters").into(),
+            );
         }
         let org_id = ctx.principal.org_id;
         let key = gatehouse_auth::api_key::generate()?;
         let key_id = Uuid::now_v7();
-        self.execute("create_api_key", org_id, Actor::Admin(ctx.principal.admin_id.0), ctx.correlation_id, async || {
-            let actor = self.actor(ctx).await?;
-            let events = decide::create_api_key(&actor.state, key_id)?;
-            let mut plan = Plan::new(events, (key_id, key.plaintext.clone())).expect(actor.state.id.0, &actor);
-            plan.statements =
-                vec![rows::insert_api_key(key_id, actor.state.id, org_id, key.hash.clone(), name.to_owned())];
-            Ok(plan)
-        })
+        let key = &key;
+        self.execute(
+            "create_api_key",
+            org_id,
+            Actor::Admin(ctx.principal.admin_id.0),
+            ctx.correlation_id,
+            move || async move {
+                let actor = self.actor(ctx).await?;
+                let events = decide::create_api_key(&actor.state, key_id)?;
+                let mut plan = Plan::new(events, (key_id, key.plaintext.clone()))
+                    .expect(actor.state.id.0, &actor);
+                plan.statements = vec![rows::insert_api_key(
+                    key_id,
+                    actor.state.id,
+                    org_id,
+                    key.hash.clone(),
+                    name.to_owned(),
+                )];
+                Ok(plan)
+            },
+        )
         .await
     }
 
     /// Revokes one of the caller's API keys.
-    pub async fn revoke_api_key(&self, ctx: &CommandContext, key_id: Uuid) -> Result<Outcome<()>, CommandError> {
+    pub async fn revoke_api_key(
+        &self,
+        ctx: &CommandContext,
+        key_id: Uuid,
+    ) -> Result<Outcome<()>, CommandError> {
         let org_id = ctx.principal.org_id;
         let admin = ctx.principal.admin_id;
-        self.execute("revoke_api_key", org_id, Actor::Admin(admin.0), ctx.correlation_id, async || {
-            let actor = self.actor(ctx).await?;
-            let live = gatehouse_auth::api_key::is_live(&self.db, key_id, admin).await?;
-            let events = decide::revoke_api_key(&actor.state, key_id, live)?;
-            let mut plan = Plan::new(events, ()).expect(admin.0, &actor);
-            plan.statements = vec![rows::revoke_api_key(key_id, admin)];
-            Ok(plan)
-        })
+        self.execute(
+            "revoke_api_key",
+            org_id,
+            Actor::Admin(admin.0),
+            ctx.correlation_id,
+            move || async move {
+                let actor = self.actor(ctx).await?;
+                let live = gatehouse_auth::api_key::is_live(&self.db, key_id, admin).await?;
+                let events = decide::revoke_api_key(&actor.state, key_id, live)?;
+                let mut plan = Plan::new(events, ()).expect(admin.0, &actor);
+                plan.statements = vec![rows::revoke_api_key(key_id, admin)];
+                Ok(plan)
+            },
+        )
         .await
     }
 }

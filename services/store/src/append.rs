@@ -81,7 +81,9 @@ fn map_db_error(e: tokio_postgres::Error, doing: &'static str) -> AppendError {
             }
             return AppendError::Unique(constraint);
         }
-        if db.code() == &SqlState::T_R_SERIALIZATION_FAILURE || db.code() == &SqlState::T_R_DEADLOCK_DETECTED {
+        if db.code() == &SqlState::T_R_SERIALIZATION_FAILURE
+            || db.code() == &SqlState::T_R_DEADLOCK_DETECTED
+        {
             return AppendError::Conflict;
         }
     }
@@ -91,10 +93,19 @@ fn map_db_error(e: tokio_postgres::Error, doing: &'static str) -> AppendError {
 impl Db {
     /// Appends the request's events atomically, or nothing.
     pub async fn append(&self, req: AppendRequest) -> Result<Appended, AppendError> {
-        let mut client = self.pool.get().await.context("getting a Postgres connection")?;
-        let tx = client.transaction().await.map_err(|e| map_db_error(e, "beginning an append"))?;
+        let mut client = self
+            .pool
+            .get()
+            .await
+            .context("getting a Postgres connection")?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| map_db_error(e, "beginning an append"))?;
         let appended = append_in(&tx, req).await?;
-        tx.commit().await.map_err(|e| map_db_error(e, "committing an append"))?;
+        tx.commit()
+            .await
+            .map_err(|e| map_db_error(e, "committing an append"))?;
         Ok(appended)
     }
 }
@@ -106,11 +117,20 @@ pub async fn append_in(
     req: AppendRequest,
 ) -> Result<Appended, AppendError> {
     for st in &req.statements {
-        let params: Vec<&(dyn ToSql + Sync)> = st.params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect();
-        tx.execute(st.sql, &params).await.map_err(|e| map_db_error(e, "running a statement of the append"))?;
+        let params: Vec<&(dyn ToSql + Sync)> = st
+            .params
+            .iter()
+            .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+            .collect();
+        tx.execute(st.sql, &params)
+            .await
+            .map_err(|e| map_db_error(e, "running a statement of the append"))?;
     }
     if req.events.is_empty() && req.expected.is_empty() {
-        return Ok(Appended { envelopes: vec![], chains: vec![] });
+        return Ok(Appended {
+            envelopes: vec![],
+            chains: vec![],
+        });
     }
 
     let n = req.events.len() as i64;
@@ -131,8 +151,14 @@ pub async fn append_in(
     let streams_params: [&(dyn ToSql + Sync); 1] = [&stream_ids];
     let org_params: [&(dyn ToSql + Sync); 1] = [&req.org_id];
     let (rows, head) = futures::try_join!(
-        tx.query("SELECT stream_id, org_id, version FROM streams WHERE stream_id = ANY($1)", &streams_params),
-        tx.query_opt("SELECT head, last_position FROM org_chains WHERE org_id = $1", &org_params),
+        tx.query(
+            "SELECT stream_id, org_id, version FROM streams WHERE stream_id = ANY($1)",
+            &streams_params
+        ),
+        tx.query_opt(
+            "SELECT head, last_position FROM org_chains WHERE org_id = $1",
+            &org_params
+        ),
     )
     .map_err(|e| map_db_error(e, "reading stream versions"))?;
 
@@ -159,7 +185,10 @@ pub async fn append_in(
     let (mut chain, org_last) = match &head {
         Some(row) => {
             let bytes: Vec<u8> = row.get(0);
-            (Chain::from_slice(&bytes).context("reading the chain head")?, row.get::<_, i64>(1))
+            (
+                Chain::from_slice(&bytes).context("reading the chain head")?,
+                row.get::<_, i64>(1),
+            )
         }
         None => (Chain::GENESIS, 0),
     };
@@ -169,7 +198,10 @@ pub async fn append_in(
         return Err(AppendError::Conflict);
     }
     if req.events.is_empty() {
-        return Ok(Appended { envelopes: vec![], chains: vec![] });
+        return Ok(Appended {
+            envelopes: vec![],
+            chains: vec![],
+        });
     }
 
     let first = last - n + 1;
@@ -180,10 +212,13 @@ pub async fn append_in(
         let stream = event.stream_id();
         let version = versions.entry(stream).or_insert(0);
         *version += 1;
-        kinds.insert(stream, match event.aggregate() {
-            Aggregate::Org(_) => "org",
-            Aggregate::Admin(_) => "admin",
-        });
+        kinds.insert(
+            stream,
+            match event.aggregate() {
+                Aggregate::Org(_) => "org",
+                Aggregate::Admin(_) => "admin",
+            },
+        );
         let parts = EnvelopeParts {
             id: Uuid::now_v7(),
             org_id: req.org_id,
@@ -215,9 +250,19 @@ pub async fn append_in(
 
     let channel = crate::EVENTS_CHANNEL;
     let payload = last.to_string();
-    let events_params: [&(dyn ToSql + Sync); 9] =
-        [&positions, &req.org_id, &req.time, &streams, &stream_versions, &ids, &types, &bodies, &chain_bytes];
-    let stream_params: [&(dyn ToSql + Sync); 4] = [&touched, &req.org_id, &touched_kinds, &touched_versions];
+    let events_params: [&(dyn ToSql + Sync); 9] = [
+        &positions,
+        &req.org_id,
+        &req.time,
+        &streams,
+        &stream_versions,
+        &ids,
+        &types,
+        &bodies,
+        &chain_bytes,
+    ];
+    let stream_params: [&(dyn ToSql + Sync); 4] =
+        [&touched, &req.org_id, &touched_kinds, &touched_versions];
     let chain_params: [&(dyn ToSql + Sync); 4] = [&req.org_id, &head_bytes, &last, &n];
     let notify_params: [&(dyn ToSql + Sync); 2] = [&channel, &payload];
     futures::try_join!(

@@ -33,7 +33,9 @@ impl Db {
         let manager = Manager::from_config(
             config.clone(),
             NoTls,
-            ManagerConfig { recycling_method: RecyclingMethod::Fast },
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
         );
         let pool = Pool::builder(manager)
             .max_size(cfg.pool_size)
@@ -44,7 +46,11 @@ impl Db {
             .build()
             .context("building the Postgres pool")?;
         let db = Db { pool, config };
-        let _probe = db.pool.get().await.map_err(|e| unreachable_error(&db.config, &e.to_string()))?;
+        let _probe = db
+            .pool
+            .get()
+            .await
+            .map_err(|e| unreachable_error(&db.config, &e.to_string()))?;
         Ok(db)
     }
 
@@ -70,7 +76,8 @@ impl Db {
             match client.batch_execute(&sql).await {
                 Ok(()) => tracing::info!(database = %name, "created the database"),
                 // Another process created it between our look-up and our create.
-                Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_DATABASE) => {}
+                Err(e)
+                    if e.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_DATABASE) => {}
                 Err(e) => return Err(e).context(format!("creating database {name}")),
             }
         }
@@ -81,7 +88,11 @@ impl Db {
 
     /// Applies every migration not yet applied.
     pub async fn migrate(&self) -> anyhow::Result<()> {
-        let mut client = self.pool.get().await.context("getting a connection to migrate")?;
+        let mut client = self
+            .pool
+            .get()
+            .await
+            .context("getting a connection to migrate")?;
         // Several processes may start at once: one migrates, the others wait for it.
         client
             .batch_execute("SELECT pg_advisory_lock(7231001)")
@@ -98,7 +109,9 @@ impl Db {
     }
 
     /// Opens a dedicated connection (for LISTEN or session advisory locks).
-    pub async fn dedicated(&self) -> anyhow::Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>)> {
+    pub async fn dedicated(
+        &self,
+    ) -> anyhow::Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>)> {
         let (client, conn) = self
             .config
             .connect(NoTls)
@@ -163,7 +176,13 @@ impl Db {
             }
         });
         let quoted = format!("LISTEN \"{}\"", channel.replace('"', "\"\""));
-        client.batch_execute(&quoted).await.context("subscribing to notifications")?;
-        Ok(Listener { client, notifications: rx })
+        client
+            .batch_execute(&quoted)
+            .await
+            .context("subscribing to notifications")?;
+        Ok(Listener {
+            client,
+            notifications: rx,
+        })
     }
 }

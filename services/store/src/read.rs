@@ -34,13 +34,20 @@ pub struct Stream {
 fn recorded(row: &tokio_postgres::Row) -> anyhow::Result<Recorded> {
     let Json(envelope): Json<Envelope> = row.try_get(0).context("decoding a stored envelope")?;
     let bytes: Vec<u8> = row.try_get(1)?;
-    Ok(Recorded { envelope, chain: Chain::from_slice(&bytes).context("reading a chain link")? })
+    Ok(Recorded {
+        envelope,
+        chain: Chain::from_slice(&bytes).context("reading a chain link")?,
+    })
 }
 
 impl Db {
     /// The last position given (0 for an empty store).
     pub async fn head(&self) -> anyhow::Result<i64> {
-        let client = self.pool.get().await.context("getting a Postgres connection")?;
+        let client = self
+            .pool
+            .get()
+            .await
+            .context("getting a Postgres connection")?;
         let row = client
             .query_one("SELECT last_position FROM store_head", &[])
             .await
@@ -50,7 +57,11 @@ impl Db {
 
     /// Reads whole streams, keyed by stream id; absent streams are absent from the map.
     pub async fn read_streams(&self, ids: &[Uuid]) -> anyhow::Result<HashMap<Uuid, Stream>> {
-        let client = self.pool.get().await.context("getting a Postgres connection")?;
+        let client = self
+            .pool
+            .get()
+            .await
+            .context("getting a Postgres connection")?;
         let rows = client
             .query(
                 "SELECT e.envelope, e.stream_id, e.org_id FROM events e
@@ -61,11 +72,14 @@ impl Db {
             .context("reading streams")?;
         let mut streams: HashMap<Uuid, Stream> = HashMap::new();
         for row in rows {
-            let Json(envelope): Json<Envelope> = row.try_get(0).context("decoding a stored envelope")?;
+            let Json(envelope): Json<Envelope> =
+                row.try_get(0).context("decoding a stored envelope")?;
             let stream_id: Uuid = row.get(1);
-            let entry = streams
-                .entry(stream_id)
-                .or_insert_with(|| Stream { org_id: row.get(2), version: 0, events: Vec::new() });
+            let entry = streams.entry(stream_id).or_insert_with(|| Stream {
+                org_id: row.get(2),
+                version: 0,
+                events: Vec::new(),
+            });
             entry.version = envelope.streamversion;
             entry.events.push(envelope);
         }
@@ -74,7 +88,11 @@ impl Db {
 
     /// The ids of an organisation's streams of one kind.
     pub async fn org_streams(&self, org_id: Uuid, kind: StreamKind) -> anyhow::Result<Vec<Uuid>> {
-        let client = self.pool.get().await.context("getting a Postgres connection")?;
+        let client = self
+            .pool
+            .get()
+            .await
+            .context("getting a Postgres connection")?;
         let kind = match kind {
             StreamKind::Org => "org",
             StreamKind::Admin => "admin",
@@ -91,9 +109,16 @@ impl Db {
 
     /// The organisation's last position and chain head (0 and c_0 when it has no event).
     pub async fn org_head(&self, org_id: Uuid) -> anyhow::Result<(i64, Chain)> {
-        let client = self.pool.get().await.context("getting a Postgres connection")?;
+        let client = self
+            .pool
+            .get()
+            .await
+            .context("getting a Postgres connection")?;
         let row = client
-            .query_opt("SELECT last_position, head FROM org_chains WHERE org_id = $1", &[&org_id])
+            .query_opt(
+                "SELECT last_position, head FROM org_chains WHERE org_id = $1",
+                &[&org_id],
+            )
             .await
             .context("reading an organisation's chain head")?;
         match row {
@@ -107,7 +132,11 @@ impl Db {
 
     /// Up to `limit` events after `position`, across organisations, in position order.
     pub async fn read_after(&self, position: i64, limit: i64) -> anyhow::Result<Vec<Recorded>> {
-        let client = self.pool.get().await.context("getting a Postgres connection")?;
+        let client = self
+            .pool
+            .get()
+            .await
+            .context("getting a Postgres connection")?;
         let rows = client
             .query(
                 "SELECT envelope, chain FROM events WHERE position > $1 ORDER BY position LIMIT $2",
@@ -119,8 +148,17 @@ impl Db {
     }
 
     /// Up to `limit` events of one organisation after `position`, in position order.
-    pub async fn read_org_after(&self, org_id: Uuid, position: i64, limit: i64) -> anyhow::Result<Vec<Recorded>> {
-        let client = self.pool.get().await.context("getting a Postgres connection")?;
+    pub async fn read_org_after(
+        &self,
+        org_id: Uuid,
+        position: i64,
+        limit: i64,
+    ) -> anyhow::Result<Vec<Recorded>> {
+        let client = self
+            .pool
+            .get()
+            .await
+            .context("getting a Postgres connection")?;
         let rows = client
             .query(
                 "SELECT envelope, chain FROM events WHERE org_id = $1 AND position > $2 ORDER BY position LIMIT $3",
