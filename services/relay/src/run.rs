@@ -1,0 +1,162 @@
+//! The relay loop: become the leader, then read after the cursor, publish, advance the cursor,
+//! and wait for the next append.
+//!
+//! The cursor only moves once JetStream acknowledged a whole batch, so a relay that dies between
+//! publishing and saving publishes that batch again; JetStream drops the copies (same
+//! `Nats-Msg-Id`, within the duplicate window) and consumers deduplicate by position.
+//! Positions are gapless and committed in order (see `gatehouse_store`), so reading
+//! `position > cursor` never skips an event that commits late.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use async_nats::jetstream;
+use gatehouse_store::Db;
+use tokio_util::sync::CancellationToken;
+
+use crate::leader::{self, Leader, Wake};
+use crate::publish::publish_batch;
+use crate::{RelayConfig, telemetry};
+
+/// How long a caught-up relay waits for a notification before looking again anyway (a
+/// notification can be lost with a connection; the look costs one query).
+pub const IDLE_WAIT: Duration = Duration::from_secs(1);
+
+/// The longest pause between retries.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// Runs until `shutdown` is cancelled; a batch being published is finished first. Failures of
+/// Postgres or NATS are logged and retried with backoff; only an invalid configuration is an
+/// error.
+pub async fn run(
+    db: Db,
+    js: jetstream::Context,
+    cfg: RelayConfig,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    cfg.validate()?;
+    telemetry::describe();
+    let mut failures = 0u32;
+    while !shutdown.is_cancelled() {
+        let outcome = match leader::acquire(&db, &shutdown).await {
+            Ok(None) => break,
+            Ok(Some(leader)) => {
+                failures = 0;
+                lead(&db, &js, &cfg, leader, &shutdown).await
+            }
+            Err(e) => Err(e),
+        };
+        match outcome {
+            Ok(()) => break,
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                tracing::warn!(
+                    error = %format!("{e:#}"),
+                    attempt = failures,
+                    "the relay lost or could not take its Postgres connection; trying again"
+                );
+                if !pause(backoff(failures), &shutdown).await {
+                    break;
+                }
+            }
+        }
+    }
+    tracing::info!("relay stopped");
+    Ok(())
+}
+
+/// Relays while this process holds the lock. `Ok` on shutdown; `Err` when the leader connection
+/// failed (the lock is then lost, or released when `leader` drops).
+async fn lead(
+    db: &Db,
+    js: &jetstream::Context,
+    cfg: &RelayConfig,
+    mut leader: Leader,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let mut failures = 0u32;
+    loop {
+        if shutdown.is_cancelled() {
+            leader.release().await;
+            return Ok(());
+        }
+        // Notifications queued so far are covered by the read that follows.
+        leader.forget_notifications()?;
+        let (cursor, head) = leader.positions().await?;
+        telemetry::positions(cursor, head);
+        if cursor >= head {
+            if leader.wait(IDLE_WAIT, shutdown).await? == Wake::Shutdown {
+                leader.release().await;
+                return Ok(());
+            }
+            continue;
+        }
+
+        let batch = db
+            .read_after(cursor, cfg.batch_size)
+            .await
+            .context("reading events to publish")?;
+        let Some(last) = batch.last().map(|r| r.envelope.position) else {
+            // The head moved but its events are not visible yet: look again shortly.
+            if leader.wait(IDLE_WAIT, shutdown).await? == Wake::Shutdown {
+                leader.release().await;
+                return Ok(());
+            }
+            continue;
+        };
+        match publish_batch(js, cfg, &batch).await {
+            Ok(published) => {
+                leader.save_cursor(last).await?;
+                telemetry::published(published.acknowledged);
+                telemetry::positions(last, head.max(last));
+                tracing::debug!(
+                    from = cursor + 1,
+                    to = last,
+                    duplicates = published.duplicates,
+                    "published a batch"
+                );
+                failures = 0;
+            }
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                // The error names positions and NATS' reason, never a payload.
+                tracing::warn!(
+                    error = %format!("{e:#}"),
+                    from = cursor + 1,
+                    attempt = failures,
+                    "publishing to JetStream failed; retrying from the cursor"
+                );
+                if !pause(backoff(failures), shutdown).await {
+                    leader.release().await;
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+/// 100 ms, doubling per consecutive failure, at most [`MAX_BACKOFF`].
+pub fn backoff(failures: u32) -> Duration {
+    let exponent = failures.saturating_sub(1).min(16);
+    Duration::from_millis(100u64 << exponent).min(MAX_BACKOFF)
+}
+
+/// Sleeps for `duration` unless shutdown comes first; `false` on shutdown.
+async fn pause(duration: Duration, shutdown: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = shutdown.cancelled() => false,
+        _ = tokio::time::sleep(duration) => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_100_ms_up_to_two_seconds() {
+        let pauses: Vec<u64> = (1..=7).map(|n| backoff(n).as_millis() as u64).collect();
+        assert_eq!(pauses, vec![100, 200, 400, 800, 1600, 2000, 2000]);
+        assert_eq!(backoff(u32::MAX), MAX_BACKOFF);
+    }
+}
