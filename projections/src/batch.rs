@@ -1,0 +1,212 @@
+//! A batch: one transaction that applies consecutive events to one model and advances its
+//! checkpoint with them, so an event is applied exactly once however often it is delivered.
+//!
+//! Positions are global and gapless (see `gatehouse_store`), so a model has applied exactly the
+//! positions `1..=checkpoint`. A batch skips what is at or below the checkpoint (duplicates,
+//! redeliveries) and applies only `checkpoint + 1`; when a message arrives past a hole, the hole
+//! is filled from the event store first.
+
+use anyhow::Context;
+use gatehouse_events::Envelope;
+use gatehouse_store::Db;
+use tokio_postgres::types::ToSql;
+
+use crate::Projection;
+use crate::projection::Outcome;
+use crate::schema::quote;
+
+/// The Postgres channel on which each committed batch announces `<name>:<checkpoint>`.
+pub const NOTIFY_CHANNEL: &str = "gatehouse_projections";
+
+/// Runs a statement through the connection's statement cache. Plans are re-planned when the
+/// `search_path` differs, so one cached statement serves the live and the `_next` schema.
+pub(crate) async fn exec(
+    tx: &deadpool_postgres::Transaction<'_>,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<(), tokio_postgres::Error> {
+    let statement = tx.prepare_cached(sql).await?;
+    tx.execute(&statement, params).await.map(|_| ())
+}
+
+/// Which schema a batch writes, and how.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Target {
+    /// The live model: under the projection's lock, announcing its checkpoint.
+    Live,
+    /// A rebuild's `_next` schema while it replays: nobody reads it, so no lock and no
+    /// announcement (it would claim the live model got there).
+    Shadow,
+    /// A rebuild's `_next` schema as it replaces the live one: under the lock.
+    Swap,
+}
+
+impl Target {
+    fn schema(self, projection: Projection) -> String {
+        match self {
+            Target::Live => projection.schema(),
+            Target::Shadow | Target::Swap => projection.next_schema(),
+        }
+    }
+}
+
+/// An open batch. Dropping it without [`Batch::commit`] rolls everything back.
+pub(crate) struct Batch<'c> {
+    projection: Projection,
+    target: Target,
+    tx: deadpool_postgres::Transaction<'c>,
+    /// The checkpoint as last saved in this transaction.
+    saved: i64,
+    /// The checkpoint as applied in this transaction.
+    checkpoint: i64,
+}
+
+impl<'c> Batch<'c> {
+    /// Begins a batch on the target's schema and reads its checkpoint. Writers of the live
+    /// schema take the projection's advisory lock first, before reading anything of it, so a
+    /// rebuild's swap that committed while they waited is seen.
+    pub async fn begin(
+        client: &'c mut deadpool_postgres::Client,
+        projection: Projection,
+        target: Target,
+    ) -> anyhow::Result<Batch<'c>> {
+        let schema = target.schema(projection);
+        let tx = client
+            .transaction()
+            .await
+            .context("beginning a projection batch")?;
+        if target != Target::Shadow {
+            tx.execute(
+                "SELECT pg_advisory_xact_lock($1)",
+                &[&projection.lock_key()],
+            )
+            .await
+            .context("taking the projection's lock")?;
+        }
+        tx.batch_execute(&format!("SET LOCAL search_path TO {}", quote(&schema)))
+            .await
+            .context("selecting the projection's schema")?;
+        let checkpoint: i64 = tx
+            .query_one("SELECT position FROM checkpoint FOR UPDATE", &[])
+            .await
+            .with_context(|| format!("reading the checkpoint of {schema}"))?
+            .get(0);
+        Ok(Batch {
+            projection,
+            target,
+            tx,
+            saved: checkpoint,
+            checkpoint,
+        })
+    }
+
+    /// The last position applied, counting this batch's events.
+    pub fn checkpoint(&self) -> i64 {
+        self.checkpoint
+    }
+
+    pub fn tx(&self) -> &deadpool_postgres::Transaction<'c> {
+        &self.tx
+    }
+
+    /// Applies the event if it is the next one; one already applied is skipped. A later one is
+    /// an error: fill the gap first.
+    pub async fn apply(&mut self, envelope: &Envelope) -> anyhow::Result<()> {
+        let position = envelope.position;
+        if position <= self.checkpoint {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            position == self.checkpoint + 1,
+            "position {position} is not the next after checkpoint {} of {}",
+            self.checkpoint,
+            self.projection.name()
+        );
+        // An unreadable event was logged by `apply`; it counts as applied, or it would stall
+        // every event after it.
+        let _: Outcome = self.projection.apply(&self.tx, envelope).await?;
+        self.checkpoint = position;
+        Ok(())
+    }
+
+    /// Applies, from the event store, the events between the checkpoint and `before`
+    /// (exclusive), reading at most `chunk` at a time. Stops early only if the store does not
+    /// hold them (which the caller checks with [`Batch::checkpoint`]).
+    pub async fn fill_gap(&mut self, db: &Db, before: i64, chunk: i64) -> anyhow::Result<()> {
+        while self.checkpoint + 1 < before {
+            let want = (before - 1 - self.checkpoint).min(chunk.max(1));
+            let events = db
+                .read_after(self.checkpoint, want)
+                .await
+                .context("reading missed events from the store")?;
+            if events.is_empty() {
+                break;
+            }
+            for recorded in &events {
+                self.apply(&recorded.envelope).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the checkpoint (in the transaction) if it advanced.
+    pub async fn save(&mut self) -> anyhow::Result<()> {
+        if self.checkpoint > self.saved {
+            self.tx
+                .execute("UPDATE checkpoint SET position = $1", &[&self.checkpoint])
+                .await
+                .context("advancing the checkpoint")?;
+            self.saved = self.checkpoint;
+        }
+        Ok(())
+    }
+
+    /// Saves the checkpoint, announces it on [`NOTIFY_CHANNEL`] (delivered at commit) when this
+    /// batch moved the live model, and commits. Returns the checkpoint.
+    pub async fn commit(mut self) -> anyhow::Result<i64> {
+        let advanced = self.checkpoint > self.saved;
+        self.save().await?;
+        if advanced && self.target == Target::Live {
+            notify(&self.tx, self.projection, self.checkpoint).await?;
+        }
+        self.tx
+            .commit()
+            .await
+            .context("committing a projection batch")?;
+        Ok(self.checkpoint)
+    }
+}
+
+/// Announces a checkpoint to [`crate::Checkpoints`] (sent when the transaction commits).
+pub(crate) async fn notify(
+    tx: &deadpool_postgres::Transaction<'_>,
+    projection: Projection,
+    checkpoint: i64,
+) -> anyhow::Result<()> {
+    let payload = format!("{}:{checkpoint}", projection.name());
+    tx.execute("SELECT pg_notify($1, $2)", &[&NOTIFY_CHANNEL, &payload])
+        .await
+        .context("announcing the checkpoint")?;
+    Ok(())
+}
+
+/// Parses a notification payload `<name>:<position>`.
+pub(crate) fn parse_notification(payload: &str) -> Option<(Projection, i64)> {
+    let (name, position) = payload.rsplit_once(':')?;
+    Some((Projection::parse(name)?, position.parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notifications_name_the_projection_and_its_position() {
+        assert_eq!(
+            parse_notification("home_widgets:42"),
+            Some((Projection::HomeWidgets, 42))
+        );
+        assert_eq!(parse_notification("admins:x"), None);
+        assert_eq!(parse_notification("nope:1"), None);
+    }
+}

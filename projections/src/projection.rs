@@ -1,0 +1,150 @@
+//! The registry of read models: their names, schemas, DDL, locks, and the dispatch of an event
+//! to the model's pure `change` and its SQL `write`.
+
+use gatehouse_events::{DecodeError, Envelope};
+
+use crate::{admins, home_widgets};
+
+/// One read model. Each owns the Postgres schema `proj_<name>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Projection {
+    Admins,
+    HomeWidgets,
+}
+
+/// What applying one event did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The model changed (or the event was one it has nothing to do with).
+    Applied,
+    /// The event could not be read (unknown type, malformed data): skipped, and logged.
+    Skipped,
+}
+
+impl Projection {
+    pub const ALL: [Projection; 2] = [Projection::Admins, Projection::HomeWidgets];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Projection::Admins => "admins",
+            Projection::HomeWidgets => "home_widgets",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Projection> {
+        Projection::ALL.into_iter().find(|p| p.name() == name)
+    }
+
+    /// The schema the live model is read from.
+    pub fn schema(self) -> String {
+        format!("proj_{}", self.name())
+    }
+
+    /// The schema a rebuild fills before it replaces the live one.
+    pub fn next_schema(self) -> String {
+        format!("proj_{}_next", self.name())
+    }
+
+    pub(crate) fn ddl(self) -> &'static str {
+        match self {
+            Projection::Admins => admins::DDL,
+            Projection::HomeWidgets => home_widgets::DDL,
+        }
+    }
+
+    /// The transaction-scoped advisory lock that serialises writers of the live model: the
+    /// runtime takes it per batch (so two processes never apply the same batch twice) and a
+    /// rebuild takes it to swap the schemas.
+    pub(crate) fn lock_key(self) -> i64 {
+        match self {
+            Projection::Admins => 7_231_101,
+            Projection::HomeWidgets => 7_231_102,
+        }
+    }
+
+    /// Applies one event in the transaction (whose `search_path` names the model's schema).
+    /// Database failures are errors (the batch is retried); an unreadable event is skipped and
+    /// logged, since retrying could never succeed and would stall every event after it.
+    pub(crate) async fn apply(
+        self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        envelope: &Envelope,
+    ) -> anyhow::Result<Outcome> {
+        let event = match envelope.event() {
+            Ok(event) => event,
+            Err(DecodeError::UnknownType(event_type)) => {
+                tracing::debug!(projection = self.name(), position = envelope.position, %event_type, "skipping an event type this version does not know");
+                return Ok(Outcome::Skipped);
+            }
+            Err(e @ DecodeError::Malformed { .. }) => {
+                tracing::error!(projection = self.name(), position = envelope.position, error = %e, "skipping an event whose data cannot be read");
+                return Ok(Outcome::Skipped);
+            }
+        };
+        let planned = match self {
+            Projection::Admins => admins::change(envelope, &event).map(|c| c.map(Planned::Admins)),
+            Projection::HomeWidgets => {
+                home_widgets::change(envelope, &event).map(|c| c.map(Planned::HomeWidgets))
+            }
+        };
+        match planned {
+            Ok(Some(Planned::Admins(change))) => admins::write(tx, &change).await?,
+            Ok(Some(Planned::HomeWidgets(change))) => home_widgets::write(tx, &change).await?,
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(projection = self.name(), position = envelope.position, error = %format!("{e:#}"), "skipping an event that cannot be applied");
+                return Ok(Outcome::Skipped);
+            }
+        }
+        Ok(Outcome::Applied)
+    }
+}
+
+enum Planned {
+    Admins(admins::Change),
+    HomeWidgets(home_widgets::Change),
+}
+
+/// The projections named, all of them when `names` is empty.
+pub fn select(names: &[String]) -> anyhow::Result<Vec<Projection>> {
+    if names.is_empty() {
+        return Ok(Projection::ALL.to_vec());
+    }
+    let mut selected = Vec::with_capacity(names.len());
+    for name in names {
+        let Some(projection) = Projection::parse(name) else {
+            let valid: Vec<&str> = Projection::ALL.iter().map(|p| p.name()).collect();
+            anyhow::bail!(
+                "unknown projection {name:?}: choose from {}",
+                valid.join(", ")
+            );
+        };
+        if !selected.contains(&projection) {
+            selected.push(projection);
+        }
+    }
+    Ok(selected)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_schemas_follow_them() {
+        for p in Projection::ALL {
+            assert_eq!(Projection::parse(p.name()), Some(p));
+            assert_eq!(p.schema(), format!("proj_{}", p.name()));
+        }
+    }
+
+    #[test]
+    fn an_unknown_name_is_refused_with_the_valid_ones() {
+        let err = select(&["admins".into(), "nope".into()]).expect_err("unknown");
+        assert_eq!(
+            err.to_string(),
+            "unknown projection \"nope\": choose from admins, home_widgets"
+        );
+        assert_eq!(select(&[]).expect("all"), Projection::ALL.to_vec());
+    }
+}

@@ -1,0 +1,182 @@
+//! Rebuilding read models from the event store without taking them offline.
+//!
+//! For each projection, a shadow schema `proj_<name>_next` is built from the same DDL and filled
+//! by replaying the whole store (one pass, shared by the projections rebuilt together) while the
+//! live model keeps serving and following. Then, in one transaction per projection, under the
+//! lock the runtime takes per batch: apply what arrived meanwhile, rename the live schema to
+//! `_old` and `_next` to the live name, drop `_old`. Queries name tables by schema
+//! (`proj_admins.admins`); Postgres resolves those names again after the swap, in new and in
+//! cached plans, so a query running across it waits a moment rather than failing.
+
+use anyhow::Context;
+use gatehouse_events::Envelope;
+use gatehouse_store::Db;
+
+use crate::Projection;
+use crate::batch::{Batch, Target, notify};
+use crate::projection::select;
+use crate::schema::{self, quote};
+
+/// Events read from the store per replay batch.
+pub const REPLAY_BATCH: i64 = 5_000;
+
+/// One rebuild at a time per database (a session lock, held by a connection of the rebuild's
+/// own, so a crashed rebuild releases it).
+const REBUILD_LOCK_KEY: i64 = 7_231_110;
+
+/// Rebuilds the named projections (all when `names` is empty) from the event store.
+/// `progress(done, total)` is called after each batch, in events; `total` is the store's head
+/// when the rebuild started (and grows if appends outrun it). Fails with the valid names on an
+/// unknown one, and if another rebuild is running.
+pub async fn rebuild(
+    db: &Db,
+    names: &[String],
+    progress: impl Fn(u64, u64) + Send + Sync,
+) -> anyhow::Result<()> {
+    let projections = select(names)?;
+    schema::ensure_schemas(db)
+        .await
+        .context("creating the read models' schemas")?;
+
+    let (guard, connection) = db
+        .dedicated()
+        .await
+        .context("opening the rebuild's connection")?;
+    let locked: bool = guard
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&REBUILD_LOCK_KEY])
+        .await
+        .context("taking the rebuild lock")?
+        .get(0);
+    anyhow::ensure!(
+        locked,
+        "another rebuild is running; try again when it has finished"
+    );
+
+    let result = rebuild_locked(db, &projections, &progress).await;
+    // Closing the connection releases the lock.
+    drop(guard);
+    let _ = connection.await;
+    result
+}
+
+async fn rebuild_locked(
+    db: &Db,
+    projections: &[Projection],
+    progress: &(impl Fn(u64, u64) + Send + Sync),
+) -> anyhow::Result<()> {
+    prepare_shadows(db, projections).await?;
+
+    let head = db.head().await?;
+    let total = u64::try_from(head).unwrap_or(0);
+    progress(0, total);
+    let mut cursor = 0i64;
+    // Up to the head seen at the start; what comes after is applied at the swap.
+    while cursor < head {
+        let events = db
+            .read_after(cursor, REPLAY_BATCH)
+            .await
+            .context("reading events to replay")?;
+        let Some(last) = events.last().map(|r| r.envelope.position) else {
+            break;
+        };
+        let envelopes: Vec<&Envelope> = events.iter().map(|r| &r.envelope).collect();
+        for projection in projections {
+            replay(db, *projection, &envelopes).await?;
+        }
+        cursor = last;
+        let done = u64::try_from(cursor).unwrap_or(0);
+        progress(done, total.max(done));
+    }
+
+    for projection in projections {
+        let checkpoint = swap(db, *projection).await?;
+        tracing::info!(
+            projection = projection.name(),
+            checkpoint,
+            "rebuilt the read model"
+        );
+        let done = u64::try_from(checkpoint).unwrap_or(0);
+        progress(
+            done.max(u64::try_from(cursor).unwrap_or(0)),
+            total.max(done),
+        );
+    }
+    Ok(())
+}
+
+/// Fresh `_next` schemas (a crashed rebuild may have left one behind).
+async fn prepare_shadows(db: &Db, projections: &[Projection]) -> anyhow::Result<()> {
+    let mut client = db
+        .pool
+        .get()
+        .await
+        .context("getting a Postgres connection")?;
+    let tx = client
+        .transaction()
+        .await
+        .context("beginning the shadow schemas")?;
+    for projection in projections {
+        let next = projection.next_schema();
+        tx.batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", quote(&next)))
+            .await
+            .with_context(|| format!("dropping a leftover {next}"))?;
+        schema::create(&tx, *projection, &next).await?;
+    }
+    tx.commit().await.context("committing the shadow schemas")?;
+    Ok(())
+}
+
+/// Applies a replay batch to a shadow schema.
+async fn replay(db: &Db, projection: Projection, events: &[&Envelope]) -> anyhow::Result<()> {
+    let mut client = db
+        .pool
+        .get()
+        .await
+        .context("getting a Postgres connection")?;
+    let mut batch = Batch::begin(&mut client, projection, Target::Shadow).await?;
+    for envelope in events {
+        batch.apply(envelope).await?;
+    }
+    batch.commit().await?;
+    Ok(())
+}
+
+/// Catches the shadow up under the projection's lock and puts it in place of the live schema.
+async fn swap(db: &Db, projection: Projection) -> anyhow::Result<i64> {
+    let mut client = db
+        .pool
+        .get()
+        .await
+        .context("getting a Postgres connection")?;
+    let mut batch = Batch::begin(&mut client, projection, Target::Swap).await?;
+    loop {
+        let events = db
+            .read_after(batch.checkpoint(), REPLAY_BATCH)
+            .await
+            .context("reading events to replay")?;
+        if events.is_empty() {
+            break;
+        }
+        for recorded in &events {
+            batch.apply(&recorded.envelope).await?;
+        }
+    }
+    // Saved while `search_path` still names the shadow.
+    batch.save().await?;
+    let live = quote(&projection.schema());
+    let next = quote(&projection.next_schema());
+    let old = quote(&format!("{}_old", projection.schema()));
+    batch
+        .tx()
+        .batch_execute(&format!(
+            "DROP SCHEMA IF EXISTS {old} CASCADE;
+             ALTER SCHEMA {live} RENAME TO {old};
+             ALTER SCHEMA {next} RENAME TO {live};
+             DROP SCHEMA {old} CASCADE;"
+        ))
+        .await
+        .with_context(|| format!("swapping in the rebuilt {}", projection.name()))?;
+    let checkpoint = batch.checkpoint();
+    notify(batch.tx(), projection, checkpoint).await?;
+    batch.commit().await
+}
