@@ -1,0 +1,394 @@
+//! The API under test: a router over real services (Postgres, NATS, the relay and the
+//! projections running), an organisation with its owner and the owner's API key, and helpers to
+//! send requests through `tower::ServiceExt::oneshot`.
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use gatehouse_auth::{AuthMethod, Passwords, Principal};
+use gatehouse_commands::{CommandContext, Commands};
+use gatehouse_domain::decide::NewAdmin;
+use gatehouse_domain::{AdminId, Email, OrgId, PersonName, Role};
+use gatehouse_portal::AppState;
+use gatehouse_portal::metrics_exporter_prometheus::PrometheusBuilder;
+use gatehouse_projections::{Checkpoints, ProjectionsConfig};
+use gatehouse_relay::RelayConfig;
+use gatehouse_tests::TestEnv;
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+use uuid::Uuid;
+
+/// A password that passes the policy for every address these tests make.
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// A fresh, unique email address (addresses are unique across organisations).
+pub fn email(label: &str) -> String {
+    format!("{label}.{}@example.com", Uuid::new_v4().simple())
+}
+
+/// An organisation and its owner (an `administrator_with_billing`) with an API key.
+#[derive(Debug, Clone)]
+pub struct Org {
+    pub id: OrgId,
+    pub owner: AdminId,
+    pub key: String,
+}
+
+/// One answer, read whole.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub bytes: Vec<u8>,
+    pub json: Value,
+}
+
+impl Answer {
+    /// The `Gatehouse-Position` of a command answer.
+    pub fn position(&self) -> i64 {
+        self.headers
+            .get("gatehouse-position")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| {
+                panic!(
+                    "no Gatehouse-Position on a {} answer: {}",
+                    self.status, self.json
+                )
+            })
+    }
+
+    /// The error code of an error answer.
+    pub fn code(&self) -> &str {
+        self.json["error"]["code"]
+            .as_str()
+            .unwrap_or_else(|| panic!("not an error answer: {}", self.json))
+    }
+
+    pub fn content_type(&self) -> &str {
+        self.headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    }
+
+    /// Asserts the status, showing the body when it differs.
+    #[track_caller]
+    pub fn expect(&self, status: StatusCode) -> &Answer {
+        assert_eq!(self.status, status, "unexpected answer: {}", self.json);
+        self
+    }
+
+    #[track_caller]
+    pub fn expect_error(&self, status: StatusCode, code: &str) -> &Answer {
+        self.expect(status);
+        assert_eq!(self.code(), code, "unexpected error: {}", self.json);
+        assert!(
+            self.json["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "no message: {}",
+            self.json
+        );
+        self
+    }
+
+    pub fn id(&self) -> Uuid {
+        self.json["id"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no id in {}", self.json))
+    }
+}
+
+/// The ids in a JSON array of Admin objects.
+pub fn ids_of(admins: &Value) -> Vec<Uuid> {
+    admins
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .filter_map(|a| a["id"].as_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Ids as a sorted list (for comparing sets).
+pub fn sorted(mut ids: Vec<Uuid>) -> Vec<Uuid> {
+    ids.sort();
+    ids
+}
+
+/// A JSON array of ids as sorted `Uuid`s.
+pub fn uuids(value: &Value) -> Vec<Uuid> {
+    sorted(
+        value
+            .as_array()
+            .map(|list| {
+                list.iter()
+                    .filter_map(|v| v.as_str()?.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default(),
+    )
+}
+
+pub struct Api {
+    pub env: TestEnv,
+    pub commands: Commands,
+    pub router: Router,
+    pub org: Org,
+    shutdown: CancellationToken,
+}
+
+impl Api {
+    /// Starts the relay, the projections and the router, and creates the first organisation.
+    pub async fn start() -> Api {
+        let env = TestEnv::new().await;
+        let shutdown = CancellationToken::new();
+        let relay = RelayConfig::new(&env.stream, &env.prefix);
+        gatehouse_relay::ensure_stream(&env.jetstream, &relay)
+            .await
+            .expect("the JetStream stream");
+        let checkpoints = Checkpoints::start(env.db.clone())
+            .await
+            .expect("the checkpoints follower");
+        tokio::spawn(gatehouse_relay::run(
+            env.db.clone(),
+            env.jetstream.clone(),
+            relay,
+            shutdown.clone(),
+        ));
+        tokio::spawn(gatehouse_projections::run(
+            env.db.clone(),
+            env.jetstream.clone(),
+            ProjectionsConfig::new(&env.stream, &env.prefix),
+            shutdown.clone(),
+        ));
+        let commands = Commands::new(env.db.clone(), Passwords::new(4));
+        let state = AppState {
+            commands: commands.clone(),
+            db: env.db.clone(),
+            checkpoints,
+            nats: Some(env.nats.clone()),
+            metrics: Some(PrometheusBuilder::new().build_recorder().handle()),
+            public_url: "http://127.0.0.1:8080".to_owned(),
+        };
+        let router = gatehouse_portal::router(state);
+        let org = create_org(&commands, "Acme").await;
+        Api {
+            env,
+            commands,
+            router,
+            org,
+            shutdown,
+        }
+    }
+
+    /// Another organisation, with its owner and key.
+    pub async fn other_org(&self) -> Org {
+        create_org(&self.commands, "Globex").await
+    }
+
+    /// Sends a request built by the caller.
+    pub async fn send(&self, request: Request<Body>) -> Answer {
+        let response = self
+            .router
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("the router answers");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("the body")
+            .to_bytes()
+            .to_vec();
+        let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Answer {
+            status,
+            headers,
+            bytes,
+            json,
+        }
+    }
+
+    fn builder(method: Method, path: &str, key: Option<&str>) -> axum::http::request::Builder {
+        let builder = Request::builder().method(method).uri(path);
+        match key {
+            Some(key) => builder.header("x-api-key", key),
+            None => builder,
+        }
+    }
+
+    /// A GET as `key`.
+    pub async fn get(&self, path: &str, key: &str) -> Answer {
+        self.send(
+            Self::builder(Method::GET, path, Some(key))
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await
+    }
+
+    /// A GET as `key` that reflects at least `position`.
+    pub async fn get_at(&self, path: &str, key: &str, position: i64) -> Answer {
+        let request = Self::builder(Method::GET, path, Some(key))
+            .header("gatehouse-min-position", position.to_string())
+            .body(Body::empty())
+            .expect("request");
+        self.send(request).await
+    }
+
+    /// A request with a JSON body (or none) as `key`.
+    pub async fn json(&self, method: Method, path: &str, key: &str, body: Option<Value>) -> Answer {
+        let builder = Self::builder(method, path, Some(key));
+        let request = match body {
+            Some(body) => builder
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(body.to_string()))
+                .expect("request"),
+            None => builder.body(Body::empty()).expect("request"),
+        };
+        self.send(request).await
+    }
+
+    /// A request with a raw body and content type, as `key`.
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        key: &str,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> Answer {
+        let mut builder = Self::builder(method, path, Some(key));
+        if let Some(content_type) = content_type {
+            builder = builder.header(header::CONTENT_TYPE, content_type);
+        }
+        self.send(builder.body(Body::from(body)).expect("request"))
+            .await
+    }
+
+    /// Creates an admin through the API as `key`; answers the 201 answer.
+    pub async fn create_admin(&self, key: &str, role: &str, mfa_required: Option<bool>) -> Answer {
+        let mut body = json!({
+            "email": email(role),
+            "first_name": "Ada",
+            "last_name": "Lovelace",
+            "role": role,
+            "password": PASSWORD,
+        });
+        if let Some(required) = mfa_required {
+            body["mfa_required"] = json!(required);
+        }
+        let answer = self
+            .json(Method::POST, "/api/v1/admins", key, Some(body))
+            .await;
+        answer.expect(StatusCode::CREATED);
+        answer
+    }
+
+    /// Creates an admin of `role` in the first organisation and an API key for them.
+    pub async fn admin_with_key(&self, role: Role) -> (Uuid, String, i64) {
+        let created = self
+            .create_admin(&self.org.key, role.as_str(), Some(false))
+            .await;
+        let id = created.id();
+        let email = created.json["email"].as_str().expect("email").to_owned();
+        let principal = Principal {
+            admin_id: AdminId(id),
+            org_id: self.org.id,
+            email,
+            role,
+            auth_method: AuthMethod::ApiKey,
+        };
+        let key = self
+            .commands
+            .create_api_key(&CommandContext::new(principal), "test")
+            .await
+            .expect("an API key");
+        (id, key.value.1, key.position)
+    }
+
+    /// The stream versions of one stream, in order.
+    pub async fn stream_versions(&self, stream: Uuid) -> Vec<i64> {
+        let client = self.env.db.pool.get().await.expect("a connection");
+        let rows = client
+            .query(
+                "SELECT stream_version FROM events WHERE stream_id = $1 ORDER BY stream_version",
+                &[&stream],
+            )
+            .await
+            .expect("the stream's versions");
+        rows.iter().map(|r| r.get(0)).collect()
+    }
+
+    /// The type of a stream's last event.
+    pub async fn last_event_type(&self, stream: Uuid) -> String {
+        let client = self.env.db.pool.get().await.expect("a connection");
+        let row = client
+            .query_one(
+                "SELECT event_type FROM events WHERE stream_id = $1 ORDER BY stream_version DESC LIMIT 1",
+                &[&stream],
+            )
+            .await
+            .expect("the stream's last event");
+        row.get(0)
+    }
+
+    /// The number of events in the store.
+    pub async fn event_count(&self) -> i64 {
+        let client = self.env.db.pool.get().await.expect("a connection");
+        client
+            .query_one("SELECT count(*) FROM events", &[])
+            .await
+            .expect("the count")
+            .get(0)
+    }
+}
+
+impl Drop for Api {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Creates an organisation, its owner, and an API key for the owner.
+async fn create_org(commands: &Commands, name: &str) -> Org {
+    let owner = NewAdmin {
+        id: AdminId::generate(),
+        email: Email::parse(&email("owner")).expect("an email"),
+        first_name: PersonName::parse("first_name", "Olive").expect("a name"),
+        last_name: PersonName::parse("last_name", "Owner").expect("a name"),
+        role: Role::AdministratorWithBilling,
+        mfa_required: None,
+    };
+    let email = owner.email.as_str().to_owned();
+    let created = commands
+        .create_org(name, owner, PASSWORD.to_owned())
+        .await
+        .expect("an organisation");
+    let (org_id, owner_id) = created.value;
+    let principal = Principal {
+        admin_id: owner_id,
+        org_id,
+        email,
+        role: Role::AdministratorWithBilling,
+        auth_method: AuthMethod::ApiKey,
+    };
+    let key = commands
+        .create_api_key(&CommandContext::new(principal), "test")
+        .await
+        .expect("an API key");
+    Org {
+        id: org_id,
+        owner: owner_id,
+        key: key.value.1,
+    }
+}
