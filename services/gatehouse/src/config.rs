@@ -1,0 +1,155 @@
+//! Configuration by environment (SPEC §2); flags may override.
+
+use std::net::SocketAddr;
+
+use anyhow::{Context, anyhow, bail};
+use base64::Engine;
+use clap::Args;
+
+/// Settings shared by every subcommand.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Postgres URL of Gatehouse's database (created if missing by `serve` and `migrate`).
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/gatehouse",
+        global = true
+    )]
+    pub database_url: String,
+    /// NATS server with JetStream.
+    #[arg(
+        long,
+        env = "NATS_URL",
+        default_value = "nats://127.0.0.1:4222",
+        global = true
+    )]
+    pub nats_url: String,
+    /// Address the HTTP portal and API listen on.
+    #[arg(
+        long,
+        env = "GATEHOUSE_LISTEN",
+        default_value = "127.0.0.1:8080",
+        global = true
+    )]
+    pub listen: SocketAddr,
+    /// Base of links in emails; its origin is the only one allowed for cookie requests.
+    #[arg(
+        long,
+        env = "GATEHOUSE_PUBLIC_URL",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
+    pub public_url: String,
+    /// JetStream stream the relay publishes to.
+    #[arg(
+        long,
+        env = "GATEHOUSE_NATS_STREAM",
+        default_value = "GATEHOUSE_EVENTS",
+        global = true
+    )]
+    pub nats_stream: String,
+    /// First token of every subject.
+    #[arg(
+        long,
+        env = "GATEHOUSE_NATS_PREFIX",
+        default_value = "gatehouse",
+        global = true
+    )]
+    pub nats_prefix: String,
+    /// 32 bytes, base64: encrypts TOTP secrets at rest. Required outside `--demo`.
+    #[arg(
+        long,
+        env = "GATEHOUSE_SECRET_KEY",
+        hide_env_values = true,
+        global = true
+    )]
+    pub secret_key: Option<String>,
+    /// Send emails by SMTP (e.g. smtp://127.0.0.1:2525); unset writes them to the Maildir.
+    #[arg(long, env = "GATEHOUSE_SMTP_URL", global = true)]
+    pub smtp_url: Option<String>,
+    /// Maildir for emails when no SMTP URL is set.
+    #[arg(
+        long,
+        env = "GATEHOUSE_MAILDIR",
+        default_value = "./var/mail",
+        global = true
+    )]
+    pub maildir: String,
+    /// Size of the Postgres connection pool.
+    #[arg(long, env = "GATEHOUSE_DB_POOL", default_value_t = 32, global = true)]
+    pub db_pool: usize,
+}
+
+impl Config {
+    /// The decoded secret key, checked for its length.
+    pub fn secret_key_bytes(&self) -> anyhow::Result<Option<[u8; 32]>> {
+        let Some(raw) = &self.secret_key else {
+            return Ok(None);
+        };
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(raw.trim())
+            .context("GATEHOUSE_SECRET_KEY must be base64")?;
+        let key: [u8; 32] = bytes.try_into().map_err(|b: Vec<u8>| {
+            anyhow!(
+                "GATEHOUSE_SECRET_KEY must decode to 32 bytes, not {}",
+                b.len()
+            )
+        })?;
+        Ok(Some(key))
+    }
+
+    pub fn db_config(&self) -> gatehouse_store::DbConfig {
+        gatehouse_store::DbConfig {
+            url: self.database_url.clone(),
+            pool_size: self.db_pool,
+        }
+    }
+}
+
+/// A part of the process that `serve --roles` can run alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Api,
+    Relay,
+    Projections,
+}
+
+impl Role {
+    pub const ALL: [Role; 3] = [Role::Api, Role::Relay, Role::Projections];
+
+    /// Parses `api,relay,projections`.
+    pub fn parse_list(s: &str) -> anyhow::Result<Vec<Role>> {
+        let mut roles = Vec::new();
+        for name in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            let role = match name {
+                "api" => Role::Api,
+                "relay" => Role::Relay,
+                "projections" => Role::Projections,
+                other => bail!("unknown role {other:?}: choose from api, relay, projections"),
+            };
+            if !roles.contains(&role) {
+                roles.push(role);
+            }
+        }
+        if roles.is_empty() {
+            bail!("--roles needs at least one of api, relay, projections");
+        }
+        Ok(roles)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_parse_and_refuse_unknown_names() {
+        assert_eq!(
+            Role::parse_list("api, relay").expect("valid"),
+            vec![Role::Api, Role::Relay]
+        );
+        assert!(Role::parse_list("api,cron").is_err());
+        assert!(Role::parse_list("").is_err());
+    }
+}
