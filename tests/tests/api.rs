@@ -943,9 +943,18 @@ async fn command_runners_cannot_read_the_directory_but_keep_their_own_widgets_an
     .await
     .expect_error(StatusCode::FORBIDDEN, "forbidden");
 
-    api.get_at(HOME, &runner, position)
-        .await
-        .expect(StatusCode::OK);
+    let home = api.get_at(HOME, &runner, position).await;
+    home.expect(StatusCode::OK);
+    assert_eq!(
+        home.json,
+        json!({"admins_without_mfa_required": {"visible": false, "count": 0}}),
+        "the widget's count is not shown to a role that may not see the widget"
+    );
+    let owners = api.get_at(HOME, &api.org.key, position).await;
+    assert_eq!(
+        owners.json["admins_without_mfa_required"]["count"], 1,
+        "the owner sees the runner, created without MFA required, in the count"
+    );
     api.json(
         Method::PUT,
         HOME_TOGGLE,

@@ -136,7 +136,7 @@ pub async fn run(config: &Config, roles: &[Role], demo_mode: bool) -> anyhow::Re
     if let Some(addr) = running.addr {
         tracing::info!(%addr, roles = ?roles, "Gatehouse is serving");
         if demo_mode {
-            println!("Portal and API: http://{addr}  (OpenAPI: http://{addr}/api/openapi.json)");
+            println!("API: http://{addr}/api/v1  (OpenAPI: http://{addr}/api/openapi.json)");
         }
     }
     let token = running.shutdown.clone();

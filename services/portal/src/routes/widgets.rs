@@ -60,6 +60,16 @@ pub async fn home(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<Json<HomeWidgets>, ApiError> {
+    // A role that may not see the widget (command_runner) gets it hidden and empty, whatever
+    // it chose: the count is directory information (docs/decisions.md).
+    if !policy::can_read_directory(caller.0.role) {
+        return Ok(Json(HomeWidgets {
+            admins_without_mfa_required: HomeWidget {
+                visible: false,
+                count: 0,
+            },
+        }));
+    }
     let visible = query::widget_visible(&state.db, caller.admin_id().0).await?;
     let count = query::org_summary(&state.db, caller.org_id().0)
         .await?
