@@ -70,7 +70,15 @@ async fn admins_are_created_read_listed_page_by_page_and_removed() {
 
     let read = api.get_at(&admin(id), &key, position).await;
     read.expect(StatusCode::OK);
-    for field in ["id", "email", "first_name", "last_name", "role", "mfa"] {
+    for field in [
+        "id",
+        "email",
+        "first_name",
+        "last_name",
+        "role",
+        "created_at",
+        "mfa",
+    ] {
         assert_eq!(read.json[field], created.json[field], "{field}");
     }
     assert!(is_rfc3339_utc_millis(
@@ -476,7 +484,7 @@ async fn concurrent_mfa_changes_to_one_admin_all_answer_and_keep_its_stream_cont
 async fn each_admin_shows_or_hides_the_home_widget_for_themself() {
     let api = Api::start().await;
     let key = api.org.key.clone();
-    let (_, runner, position) = api.admin_with_key(Role::CommandRunner).await;
+    let (_, manager, position) = api.admin_with_key(Role::Manager).await;
     let home = api.get_at(HOME, &key, position).await;
     home.expect(StatusCode::OK);
     assert_eq!(
@@ -495,7 +503,7 @@ async fn each_admin_shows_or_hides_the_home_widget_for_themself() {
     hidden.expect(StatusCode::NO_CONTENT);
     let home = api.get_at(HOME, &key, hidden.position()).await;
     assert_eq!(home.json["admins_without_mfa_required"]["visible"], false);
-    let theirs = api.get_at(HOME, &runner, hidden.position()).await;
+    let theirs = api.get_at(HOME, &manager, hidden.position()).await;
     assert_eq!(
         theirs.json["admins_without_mfa_required"]["visible"], true,
         "another admin's choice is theirs"
@@ -543,8 +551,11 @@ async fn api_keys_are_shown_once_listed_without_the_key_and_refused_once_revoked
         listed.json
     );
     assert!(
-        keys.iter()
-            .any(|k| k["id"] == key_id.to_string() && k["name"] == "ci")
+        keys.iter().any(|k| k["id"] == key_id.to_string()
+            && k["name"] == "ci"
+            && k["created_at"] == created.json["created_at"]),
+        "the listed key has the name and creation time it was answered with: {}",
+        listed.json
     );
 
     api.json(Method::DELETE, &format!("{KEYS}/{key_id}"), &key, None)

@@ -47,15 +47,18 @@ pub fn insert_api_key(
     org: OrgId,
     hash: Vec<u8>,
     name: String,
+    created_at: chrono::DateTime<chrono::Utc>,
 ) -> Statement {
     Statement {
-        sql: "INSERT INTO api_keys (key_id, admin_id, org_id, key_hash, name) VALUES ($1, $2, $3, $4, $5)",
+        sql: "INSERT INTO api_keys (key_id, admin_id, org_id, key_hash, name, created_at)
+              VALUES ($1, $2, $3, $4, $5, $6)",
         params: vec![
             Box::new(key_id),
             Box::new(admin.0),
             Box::new(org.0),
             Box::new(hash),
             Box::new(name),
+            Box::new(created_at),
         ],
     }
 }

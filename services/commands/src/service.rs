@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use gatehouse_auth::{Passwords, password, rows};
 use gatehouse_domain::decide::{self, BulkRequireMfa, NewAdmin};
 use gatehouse_domain::policy;
@@ -61,7 +61,7 @@ pub struct Commands {
     passwords: Passwords,
 }
 
-fn fold_admin(state: &AdminState, events: &[Event], at: chrono::DateTime<Utc>) -> AdminState {
+fn fold_admin(state: &AdminState, events: &[Event], at: DateTime<Utc>) -> AdminState {
     events
         .iter()
         .filter(|e| e.stream_id() == state.id.0)
@@ -93,7 +93,7 @@ impl Commands {
         mut decide: F,
     ) -> Result<Outcome<T>, CommandError>
     where
-        F: FnMut() -> Fut,
+        F: FnMut(DateTime<Utc>) -> Fut,
         Fut: Future<Output = Result<Plan<T>, CommandError>>,
     {
         let started = Instant::now();
@@ -120,11 +120,13 @@ impl Commands {
         decide: &mut F,
     ) -> Result<Outcome<T>, CommandError>
     where
-        F: FnMut() -> Fut,
+        F: FnMut(DateTime<Utc>) -> Fut,
         Fut: Future<Output = Result<Plan<T>, CommandError>>,
     {
         for _ in 0..MAX_ATTEMPTS {
-            let plan = decide().await?;
+            // One time per attempt: the events' time and the state answered agree.
+            let now = Utc::now();
+            let plan = decide(now).await?;
             if plan.events.is_empty() && plan.statements.is_empty() {
                 let position = self.db.head().await?;
                 return Ok(Outcome {
@@ -137,7 +139,7 @@ impl Commands {
                 org_id: org.0,
                 actor,
                 correlation_id,
-                time: Utc::now(),
+                time: now,
                 events: plan.events,
                 expected: plan.expected,
                 org_position: plan.org_position,
@@ -193,7 +195,7 @@ impl Commands {
             org_id,
             Actor::System,
             Uuid::now_v7(),
-            move || async move {
+            move |_| async move {
                 let events = decide::create_org(&OrgState::default(), org_id, name.clone(), owner)?;
                 let mut plan = Plan::new(events, (org_id, owner_id));
                 plan.expected = vec![
@@ -234,13 +236,13 @@ impl Commands {
             org_id,
             Actor::Admin(ctx.principal.admin_id.0),
             ctx.correlation_id,
-            move || async move {
+            move |now| async move {
                 let actor = self.actor(ctx).await?;
                 let org = load::org(&self.db, org_id).await?;
                 let existing = load::admin(&self.db, org_id, admin.id).await?;
                 let events =
                     decide::create_admin(&actor.state, &org.state, &existing.state, admin)?;
-                let state = fold_admin(&existing.state, &events, Utc::now());
+                let state = fold_admin(&existing.state, &events, now);
                 let mut plan = Plan::new(events, state)
                     .expect(ctx.principal.admin_id.0, &actor)
                     .expect(org_id.0, &org)
@@ -270,7 +272,7 @@ impl Commands {
             org_id,
             Actor::Admin(ctx.principal.admin_id.0),
             ctx.correlation_id,
-            move || async move {
+            move |_| async move {
                 let actor = self.actor(ctx).await?;
                 let loaded = load::admin(&self.db, org_id, target).await?;
                 let events = decide::remove_admin(&actor.state, &loaded.state)?;
@@ -297,13 +299,13 @@ impl Commands {
             org_id,
             Actor::Admin(ctx.principal.admin_id.0),
             ctx.correlation_id,
-            move || async move {
+            move |now| async move {
                 let actor = self.actor(ctx).await?;
                 let org = load::org(&self.db, org_id).await?;
                 let loaded = load::admin(&self.db, org_id, target).await?;
                 let events =
                     decide::set_mfa_requirement(&actor.state, &org.state, &loaded.state, required)?;
-                let state = fold_admin(&loaded.state, &events, Utc::now());
+                let state = fold_admin(&loaded.state, &events, now);
                 Ok(Plan::new(events, state)
                     .expect(org_id.0, &org)
                     .expect(target.0, &loaded))
@@ -327,7 +329,7 @@ impl Commands {
             org_id,
             Actor::Admin(ctx.principal.admin_id.0),
             ctx.correlation_id,
-            move || async move {
+            move |_| async move {
                 let actor = self.actor(ctx).await?;
                 let loaded = load::admins(&self.db, org_id, ids).await?;
                 let states: Vec<AdminState> = loaded.values().map(|l| l.state.clone()).collect();
@@ -352,7 +354,7 @@ impl Commands {
             org_id,
             Actor::Admin(ctx.principal.admin_id.0),
             ctx.correlation_id,
-            move || async move {
+            move |_| async move {
                 let actor = self.actor(ctx).await?;
                 if !on {
                     let org = load::org(&self.db, org_id).await?;
@@ -396,7 +398,7 @@ impl Commands {
             org_id,
             Actor::Admin(ctx.principal.admin_id.0),
             ctx.correlation_id,
-            move || async move {
+            move |_| async move {
                 let actor = self.actor(ctx).await?;
                 let events = decide::set_home_widget(&actor.state, visible)?;
                 Ok(Plan::new(events, ()).expect(actor.state.id.0, &actor))
@@ -410,7 +412,7 @@ impl Commands {
         &self,
         ctx: &CommandContext,
         name: &str,
-    ) -> Result<Outcome<(Uuid, String)>, CommandError> {
+    ) -> Result<Outcome<(Uuid, String, DateTime<Utc>)>, CommandError> {
         let name = name.trim();
         if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
             return Err(
@@ -426,10 +428,10 @@ impl Commands {
             org_id,
             Actor::Admin(ctx.principal.admin_id.0),
             ctx.correlation_id,
-            move || async move {
+            move |now| async move {
                 let actor = self.actor(ctx).await?;
                 let events = decide::create_api_key(&actor.state, key_id)?;
-                let mut plan = Plan::new(events, (key_id, key.plaintext.clone()))
+                let mut plan = Plan::new(events, (key_id, key.plaintext.clone(), now))
                     .expect(actor.state.id.0, &actor);
                 plan.statements = vec![rows::insert_api_key(
                     key_id,
@@ -437,6 +439,7 @@ impl Commands {
                     org_id,
                     key.hash.clone(),
                     name.to_owned(),
+                    now,
                 )];
                 Ok(plan)
             },
@@ -457,7 +460,7 @@ impl Commands {
             org_id,
             Actor::Admin(admin.0),
             ctx.correlation_id,
-            move || async move {
+            move |_| async move {
                 let actor = self.actor(ctx).await?;
                 let live = gatehouse_auth::api_key::is_live(&self.db, key_id, admin).await?;
                 let events = decide::revoke_api_key(&actor.state, key_id, live)?;

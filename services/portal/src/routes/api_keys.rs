@@ -65,19 +65,18 @@ pub async fn create(
     JsonBody(body): JsonBody<CreateApiKeyRequest>,
 ) -> Result<Written<CreatedApiKey>, ApiError> {
     let ctx = caller.context();
-    let created_at = format_time(ctx.now);
     let name = body.name.trim().to_owned();
     let asked = name.clone();
     let outcome = dispatch::run(&state, ctx, |c, ctx| async move {
         c.create_api_key(&ctx, &asked).await
     })
     .await?;
-    let (id, key) = outcome.value;
+    let (id, key, created_at) = outcome.value;
     let created = CreatedApiKey {
         id,
         name,
         key,
-        created_at,
+        created_at: format_time(created_at),
     };
     Ok(Written::created(outcome.position, created))
 }
