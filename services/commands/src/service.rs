@@ -2,9 +2,11 @@
 //! versions it read as expectations; a conflict means a concurrent change won, so it reads and
 //! decides again (up to [`MAX_ATTEMPTS`] times).
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
+use gatehouse_auth::secretbox::SecretKey;
 use gatehouse_auth::{Passwords, password, rows};
 use gatehouse_domain::decide::{self, BulkRequireMfa, NewAdmin};
 use gatehouse_domain::policy;
@@ -29,16 +31,16 @@ pub struct Outcome<T> {
 }
 
 /// What a decision wants written.
-struct Plan<T> {
-    events: Vec<Event>,
-    expected: Vec<(Uuid, Expected)>,
-    org_position: Option<i64>,
-    statements: Vec<Statement>,
-    value: T,
+pub(crate) struct Plan<T> {
+    pub(crate) events: Vec<Event>,
+    pub(crate) expected: Vec<(Uuid, Expected)>,
+    pub(crate) org_position: Option<i64>,
+    pub(crate) statements: Vec<Statement>,
+    pub(crate) value: T,
 }
 
 impl<T> Plan<T> {
-    fn new(events: Vec<Event>, value: T) -> Plan<T> {
+    pub(crate) fn new(events: Vec<Event>, value: T) -> Plan<T> {
         Plan {
             events,
             expected: vec![],
@@ -48,7 +50,7 @@ impl<T> Plan<T> {
         }
     }
 
-    fn expect<S>(mut self, stream: Uuid, loaded: &Loaded<S>) -> Plan<T> {
+    pub(crate) fn expect<S>(mut self, stream: Uuid, loaded: &Loaded<S>) -> Plan<T> {
         self.expected.push((stream, loaded.expected()));
         self
     }
@@ -57,8 +59,10 @@ impl<T> Plan<T> {
 /// The command service.
 #[derive(Clone)]
 pub struct Commands {
-    db: Db,
-    passwords: Passwords,
+    pub(crate) db: Db,
+    pub(crate) passwords: Passwords,
+    /// Seals TOTP secrets at rest (`GATEHOUSE_SECRET_KEY`).
+    pub(crate) secret_key: Arc<SecretKey>,
 }
 
 fn fold_admin(state: &AdminState, events: &[Event], at: DateTime<Utc>) -> AdminState {
@@ -69,8 +73,12 @@ fn fold_admin(state: &AdminState, events: &[Event], at: DateTime<Utc>) -> AdminS
 }
 
 impl Commands {
-    pub fn new(db: Db, passwords: Passwords) -> Commands {
-        Commands { db, passwords }
+    pub fn new(db: Db, passwords: Passwords, secret_key: SecretKey) -> Commands {
+        Commands {
+            db,
+            passwords,
+            secret_key: Arc::new(secret_key),
+        }
     }
 
     pub fn db(&self) -> &Db {
@@ -84,7 +92,7 @@ impl Commands {
     /// Runs `decide` and appends its plan, deciding again on a concurrency conflict. `decide` is
     /// a plain closure returning a future (not an `async` closure) so that the command's future
     /// is `Send` and handlers can await it on any runtime thread.
-    async fn execute<T, F, Fut>(
+    pub(crate) async fn execute<T, F, Fut>(
         &self,
         name: &'static str,
         org: OrgId,
@@ -100,10 +108,10 @@ impl Commands {
         let result = self.attempts(org, actor, correlation_id, &mut decide).await;
         let outcome = match &result {
             Ok(_) => "ok",
-            Err(CommandError::Domain(_) | CommandError::EmailTaken) => "refused",
+            Err(e) if e.is_refusal() => "refused",
             Err(CommandError::Conflict) => "conflict",
             Err(CommandError::Unavailable(_)) => "unavailable",
-            Err(CommandError::Internal(_)) => "error",
+            Err(_) => "error",
         };
         metrics::counter!("gatehouse_commands_total", "command" => name, "outcome" => outcome)
             .increment(1);
@@ -172,7 +180,10 @@ impl Commands {
         Err(CommandError::Conflict)
     }
 
-    async fn actor(&self, ctx: &CommandContext) -> Result<Loaded<AdminState>, CommandError> {
+    pub(crate) async fn actor(
+        &self,
+        ctx: &CommandContext,
+    ) -> Result<Loaded<AdminState>, CommandError> {
         Ok(load::admin(&self.db, ctx.principal.org_id, ctx.principal.admin_id).await?)
     }
 

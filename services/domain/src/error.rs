@@ -31,6 +31,15 @@ pub enum DomainError {
     /// The Global MFA Requirement is on: no admin's requirement can be removed.
     #[error("the Global MFA Requirement is on: MFA cannot be made optional for an administrator")]
     GlobalMfaEnforced,
+    /// Five wrong codes in a row: MFA is locked until a reset completes.
+    #[error("MFA is locked after too many wrong codes; reset it with the Set Up MFA email")]
+    MfaLocked,
+    /// The admin has no TOTP factor to check a code against.
+    #[error("this administrator has not set up MFA yet")]
+    MfaNotEnrolled,
+    /// Too many requests of this kind recently; retry after this many seconds.
+    #[error("too many requests; retry in {retry_after_secs} seconds")]
+    TooManyRequests { retry_after_secs: u64 },
     /// A field is invalid.
     #[error("{field} {message}")]
     Invalid {

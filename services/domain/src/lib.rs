@@ -5,6 +5,7 @@
 //! - [`policy`]: the role matrix.
 //! - [`decide`]: one function per command: given the states it needs, the events it produces or
 //!   the rule it breaks.
+//! - [`login`]: login, Verify Your Identity, reset requests and enrollment.
 //! - [`error`]: the rule violations.
 //!
 //! Effects happen before `decide` runs: the current time, new ids and what the store holds are
@@ -12,6 +13,7 @@
 
 pub mod decide;
 pub mod error;
+pub mod login;
 pub mod policy;
 pub mod state;
 pub mod values;

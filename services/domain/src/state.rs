@@ -59,6 +59,11 @@ pub struct AdminState {
     pub requirement_source: Option<RequirementSource>,
     pub enrolled: bool,
     pub locked: bool,
+    /// Wrong TOTP codes in a row since the last accepted one (or the last enrollment).
+    pub failed_codes: u32,
+    /// When the latest Set Up MFA resets were requested, oldest first (at most the rate limit's
+    /// worth are kept: older ones no longer matter).
+    pub reset_requests: Vec<DateTime<Utc>>,
     /// Whether the Admins Without MFA Required widget shows on this admin's Home page.
     pub widget_visible: bool,
 }
@@ -79,6 +84,8 @@ impl AdminState {
             requirement_source: None,
             enrolled: false,
             locked: false,
+            failed_codes: 0,
+            reset_requests: Vec::new(),
             widget_visible: true,
         }
     }
@@ -112,8 +119,21 @@ impl AdminState {
             Event::MfaEnrollmentCompleted(_) => {
                 self.enrolled = true;
                 self.locked = false;
+                self.failed_codes = 0;
             }
             Event::MfaLocked(_) => self.locked = true,
+            Event::LoginFailed(e) if e.reason == crate::login::REASON_INVALID_CODE => {
+                self.failed_codes += 1;
+            }
+            Event::LoginSucceeded(e) if e.mfa => self.failed_codes = 0,
+            Event::MfaResetRequested(_) => {
+                self.reset_requests.push(at);
+                let excess = self
+                    .reset_requests
+                    .len()
+                    .saturating_sub(crate::login::MAX_RESET_REQUESTS_PER_HOUR);
+                self.reset_requests.drain(..excess);
+            }
             Event::HomeWidgetChanged(e) => self.widget_visible = e.visible,
             _ => {}
         }

@@ -2,9 +2,9 @@
 
 use std::net::SocketAddr;
 
-use anyhow::{Context, anyhow, bail};
-use base64::Engine;
+use anyhow::{anyhow, bail};
 use clap::Args;
+use gatehouse_auth::secretbox::SecretKey;
 
 /// Settings shared by every subcommand.
 #[derive(Debug, Clone, Args)]
@@ -81,22 +81,22 @@ pub struct Config {
     pub db_pool: usize,
 }
 
+/// The demo's key: public, so only ever for demo data.
+const DEMO_SECRET_KEY: [u8; 32] = *b"gatehouse-demo-key-not-a-secret!";
+
 impl Config {
-    /// The decoded secret key, checked for its length.
-    pub fn secret_key_bytes(&self) -> anyhow::Result<Option<[u8; 32]>> {
-        let Some(raw) = &self.secret_key else {
-            return Ok(None);
-        };
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(raw.trim())
-            .context("GATEHOUSE_SECRET_KEY must be base64")?;
-        let key: [u8; 32] = bytes.try_into().map_err(|b: Vec<u8>| {
-            anyhow!(
-                "GATEHOUSE_SECRET_KEY must decode to 32 bytes, not {}",
-                b.len()
-            )
-        })?;
-        Ok(Some(key))
+    /// The key that seals TOTP secrets at rest. Required outside `--demo`; a demo without one
+    /// uses a fixed, public key (so its enrolled admins survive a restart), never for real data.
+    pub fn secret_key(&self, demo: bool) -> anyhow::Result<SecretKey> {
+        match &self.secret_key {
+            Some(raw) => {
+                SecretKey::from_base64(raw.trim()).map_err(|e| anyhow!("GATEHOUSE_SECRET_KEY {e}"))
+            }
+            None if demo => Ok(SecretKey::from_bytes(DEMO_SECRET_KEY)),
+            None => bail!(
+                "GATEHOUSE_SECRET_KEY is required outside --demo: 32 random bytes, base64 (e.g. `openssl rand -base64 32`)"
+            ),
+        }
     }
 
     pub fn db_config(&self) -> gatehouse_store::DbConfig {

@@ -4,6 +4,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use gatehouse::{Config, Role, org, serve, services, telemetry};
 use gatehouse_auth::Passwords;
+use gatehouse_auth::secretbox::SecretKey;
 use gatehouse_commands::Commands;
 
 #[derive(Parser)]
@@ -106,7 +107,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 },
         } => {
             let db = services::database(&config).await?;
-            let commands = Commands::new(db, Passwords::default());
+            // Creating an organisation seals no TOTP secret: any key will do without one set.
+            let key = match config.secret_key(false) {
+                Ok(key) => key,
+                Err(_) => SecretKey::random()?,
+            };
+            let commands = Commands::new(db, Passwords::default(), key);
             let created = org::create(
                 &commands,
                 &name,

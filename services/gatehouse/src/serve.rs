@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use gatehouse_auth::Passwords;
 use gatehouse_commands::Commands;
 use gatehouse_projections::{Checkpoints, ProjectionsConfig};
@@ -48,12 +48,7 @@ impl Running {
 
 /// Migrates, then starts the roles. `demo` seeds the demo organisation first.
 pub async fn start(config: &Config, roles: &[Role], demo_mode: bool) -> anyhow::Result<Running> {
-    if !demo_mode && config.secret_key_bytes()?.is_none() {
-        bail!(
-            "GATEHOUSE_SECRET_KEY is required outside --demo: 32 random bytes, base64 (e.g. `openssl rand -base64 32`)"
-        );
-    }
-    config.secret_key_bytes()?;
+    let secret_key = config.secret_key(demo_mode)?;
     let db = services::database(config).await?;
     let nats = services::nats(config).await?;
     let jetstream = async_nats::jetstream::new(nats.clone());
@@ -62,7 +57,7 @@ pub async fn start(config: &Config, roles: &[Role], demo_mode: bool) -> anyhow::
         .await
         .context("creating the JetStream stream")?;
 
-    let commands = Commands::new(db.clone(), Passwords::default());
+    let commands = Commands::new(db.clone(), Passwords::default(), secret_key);
     if demo_mode {
         demo::seed(&commands, config)
             .await

@@ -97,6 +97,15 @@ impl Written<()> {
             body: None,
         }
     }
+
+    /// 202: the request was recorded; its effect (an email) follows.
+    pub fn accepted(position: i64) -> Written<()> {
+        Written {
+            status: StatusCode::ACCEPTED,
+            position,
+            body: None,
+        }
+    }
 }
 
 impl<B: Serialize> IntoResponse for Written<B> {

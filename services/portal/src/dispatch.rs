@@ -26,3 +26,20 @@ where
         CommandError::Internal(anyhow::anyhow!("a command's task ended abnormally: {e}"))
     })?
 }
+
+/// Runs a command that no authenticated caller asked for (login, the Set Up MFA link) in a task
+/// of its own.
+pub async fn run_unauthenticated<T, F, Fut>(
+    state: &AppState,
+    command: F,
+) -> Result<Outcome<T>, CommandError>
+where
+    F: FnOnce(Commands) -> Fut,
+    Fut: Future<Output = Result<Outcome<T>, CommandError>> + Send + 'static,
+    T: Send + 'static,
+{
+    let task = command(state.commands.clone()).instrument(tracing::Span::current());
+    tokio::spawn(task).await.map_err(|e| {
+        CommandError::Internal(anyhow::anyhow!("a command's task ended abnormally: {e}"))
+    })?
+}

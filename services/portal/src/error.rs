@@ -90,7 +90,34 @@ impl ApiError {
         ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
-            "A valid API key is required in the x-api-key header.",
+            "Log in, or send a valid API key in the x-api-key header.",
+        )
+    }
+
+    /// A session that has not passed Verify Your Identity yet.
+    pub fn mfa_pending() -> ApiError {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "mfa_required",
+            "Verify your identity with your authenticator code first.",
+        )
+    }
+
+    /// A cookie-authenticated change without the cross-site request forgery guards.
+    pub fn csrf() -> ApiError {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "csrf",
+            "This request must come from the portal itself (Content-Type: application/json, same origin).",
+        )
+    }
+
+    /// API keys are created from a logged-in session only.
+    pub fn session_required() -> ApiError {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "session_required",
+            "API keys can only be created from a logged-in session.",
         )
     }
 
@@ -268,6 +295,22 @@ impl From<DomainError> for ApiError {
             DomainError::AdminExists | DomainError::OrgExists => {
                 ApiError::new(S::CONFLICT, "conflict", sentence(&e.to_string()))
             }
+            DomainError::MfaLocked => ApiError::new(
+                S::LOCKED,
+                "mfa_locked",
+                "MFA is locked after too many wrong codes. Use the Set Up MFA email to reset it.",
+            ),
+            DomainError::MfaNotEnrolled => ApiError::new(
+                S::CONFLICT,
+                "mfa_not_enrolled",
+                "MFA is not set up for this account yet. Ask for the Set Up MFA email.",
+            ),
+            DomainError::TooManyRequests { retry_after_secs } => ApiError::new(
+                S::TOO_MANY_REQUESTS,
+                "too_many_requests",
+                "Too many Set Up MFA emails were asked for this administrator; retry later.",
+            )
+            .retry_after(u32::try_from(retry_after_secs).unwrap_or(u32::MAX)),
             DomainError::Invalid { field, message } => {
                 ApiError::invalid_field(Some(field.to_owned()), sentence(&format!("{field} {message}")))
             }
@@ -283,6 +326,32 @@ impl From<CommandError> for ApiError {
                 StatusCode::CONFLICT,
                 "email_taken",
                 "An administrator with this email address already exists.",
+            ),
+            CommandError::InvalidCredentials => ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_credentials",
+                "The email or password is incorrect.",
+            ),
+            CommandError::Throttled { retry_after_secs } => ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_attempts",
+                "Too many failed attempts; wait before trying again.",
+            )
+            .retry_after(u32::try_from(retry_after_secs).unwrap_or(u32::MAX)),
+            CommandError::InvalidCode => ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_code",
+                "The verification code is incorrect or was already used.",
+            ),
+            CommandError::LinkGone => ApiError::new(
+                StatusCode::GONE,
+                "link_expired",
+                "This Set Up MFA link has expired or was already used. Ask for a new one.",
+            ),
+            CommandError::SetupNotStarted => ApiError::new(
+                StatusCode::CONFLICT,
+                "setup_not_started",
+                "Enter your email and password on the Set Up MFA page first.",
             ),
             CommandError::Conflict => ApiError::new(
                 StatusCode::CONFLICT,

@@ -4,7 +4,8 @@
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
-use gatehouse_auth::{Principal, principal};
+use gatehouse_auth::session::{self, Stage};
+use gatehouse_auth::{AuthMethod, Principal, principal};
 use gatehouse_commands::CommandContext;
 use gatehouse_domain::{AdminId, OrgId, Role};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
@@ -23,7 +24,8 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 /// The bulk Require MFA route's body limit: 10,000 ids fit (docs/decisions.md).
 pub const BULK_BODY_LIMIT: usize = 512 * 1024;
 
-/// The authenticated administrator a request acts as. Rejects with 401 `unauthorized`.
+/// The authenticated administrator a request acts as: by API key, or by a session that passed
+/// Verify Your Identity. Rejects with 401 `unauthorized` (or `mfa_required` for a pending session).
 #[derive(Debug, Clone)]
 pub struct Caller(pub Principal);
 
@@ -58,14 +60,31 @@ impl FromRequestParts<AppState> for Caller {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let key = parts
-            .headers
-            .get(API_KEY_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(ApiError::unauthorized)?;
-        let principal = principal::by_api_key(&state.db, key)
-            .await?
-            .ok_or_else(ApiError::unauthorized)?;
+        let principal = match parts.headers.get(API_KEY_HEADER) {
+            Some(key) => {
+                let key = key.to_str().map_err(|_| ApiError::unauthorized())?;
+                principal::by_api_key(&state.db, key)
+                    .await?
+                    .ok_or_else(ApiError::unauthorized)?
+            }
+            None => {
+                let token =
+                    crate::session::cookie(&parts.headers).ok_or_else(ApiError::unauthorized)?;
+                let session = session::find(&state.db, token)
+                    .await?
+                    .ok_or_else(ApiError::unauthorized)?;
+                if session.stage != Stage::Active {
+                    return Err(ApiError::mfa_pending());
+                }
+                Principal {
+                    admin_id: session.admin_id,
+                    org_id: session.org_id,
+                    email: session.email,
+                    role: session.role,
+                    auth_method: AuthMethod::Session,
+                }
+            }
+        };
         let span = tracing::Span::current();
         span.record("org_id", tracing::field::display(principal.org_id));
         span.record("admin_id", tracing::field::display(principal.admin_id));

@@ -21,6 +21,7 @@ pub mod error;
 pub mod extract;
 pub mod pagination;
 pub mod routes;
+pub mod session;
 pub mod telemetry;
 pub mod views;
 
@@ -40,7 +41,9 @@ pub use error::ApiError;
 /// Re-exported because [`AppState::metrics`] holds one of its handles.
 pub use metrics_exporter_prometheus;
 
-use routes::{admins, api_keys, bulk, events, health, me, mfa, openapi, settings, widgets};
+use routes::{
+    admins, api_keys, auth, bulk, events, health, me, mfa, openapi, settings, setup, widgets,
+};
 
 /// A request still unanswered after this long is abandoned with 503 `timeout`.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -69,6 +72,13 @@ fn api() -> Router<AppState> {
         .route("/admins/require-mfa", post(bulk::require_mfa))
         .route("/admins/{id}", get(admins::get).delete(admins::remove))
         .route("/admins/{id}/mfa", put(mfa::set_requirement))
+        .route("/admins/{id}/mfa/reset", post(mfa::reset))
+        .route("/auth/login", post(auth::login))
+        .route("/auth/mfa", post(auth::verify))
+        .route("/auth/mfa/reset-request", post(auth::reset_request))
+        .route("/auth/logout", post(auth::logout))
+        .route("/mfa/setup", post(setup::start))
+        .route("/mfa/setup/complete", post(setup::complete))
         .route("/settings/security", get(settings::get).put(settings::put))
         .route("/home/widgets", get(widgets::home))
         .route(
@@ -111,7 +121,13 @@ pub fn router(state: AppState) -> Router {
         ))
         .timeout(REQUEST_TIMEOUT);
     Router::new()
-        .nest("/api/v1", api())
+        .nest(
+            "/api/v1",
+            api().layer(middleware::from_fn_with_state(
+                state.clone(),
+                session::csrf_guard,
+            )),
+        )
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))

@@ -23,6 +23,17 @@ use uuid::Uuid;
 /// A password that passes the policy for every address these tests make.
 pub const PASSWORD: &str = "correct horse battery staple";
 
+/// The session token a `Set-Cookie: gatehouse_session=…` answer carries, if any.
+pub fn session_token(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| v.strip_prefix("gatehouse_session="))
+        .map(|v| v.split(';').next().unwrap_or_default().to_owned())
+        .find(|v| !v.is_empty())
+}
+
 /// A fresh, unique email address (addresses are unique across organisations).
 pub fn email(label: &str) -> String {
     format!("{label}.{}@example.com", Uuid::new_v4().simple())
@@ -167,7 +178,11 @@ impl Api {
             ProjectionsConfig::new(&env.stream, &env.prefix),
             shutdown.clone(),
         ));
-        let commands = Commands::new(env.db.clone(), Passwords::new(4));
+        let commands = Commands::new(
+            env.db.clone(),
+            Passwords::new(4),
+            gatehouse_auth::secretbox::SecretKey::random().expect("a key"),
+        );
         let state = AppState {
             commands: commands.clone(),
             db: env.db.clone(),
@@ -218,12 +233,58 @@ impl Api {
         }
     }
 
-    fn builder(method: Method, path: &str, key: Option<&str>) -> axum::http::request::Builder {
+    /// A request as `credential`: an API key (`ghk_…`) in `x-api-key`, or else a session
+    /// token in the `gatehouse_session` cookie (as a browser sends it, with a JSON content type
+    /// on every change so the CSRF guard lets it through).
+    fn builder(
+        method: Method,
+        path: &str,
+        credential: Option<&str>,
+    ) -> axum::http::request::Builder {
+        let changes = !matches!(method, Method::GET | Method::HEAD);
         let builder = Request::builder().method(method).uri(path);
-        match key {
-            Some(key) => builder.header("x-api-key", key),
+        match credential {
+            Some(key) if key.starts_with("ghk_") => builder.header("x-api-key", key),
+            Some(token) => {
+                let builder = builder.header(header::COOKIE, format!("gatehouse_session={token}"));
+                if changes {
+                    builder.header(header::CONTENT_TYPE, "application/json")
+                } else {
+                    builder
+                }
+            }
             None => builder,
         }
+    }
+
+    /// Logs in; answers the login's answer and the session token its cookie carries.
+    pub async fn login(&self, email: &str, password: &str) -> (Answer, Option<String>) {
+        let answer = self
+            .send(
+                Request::builder()
+                    .method(Method::POST)
+                    .uri("/api/v1/auth/login")
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .body(Body::from(
+                        json!({"email": email, "password": password}).to_string(),
+                    ))
+                    .expect("request"),
+            )
+            .await;
+        let token = session_token(&answer.headers);
+        (answer, token)
+    }
+
+    /// Creates an admin of `role` without MFA required and logs them in: their id and session.
+    pub async fn admin_with_session(&self, role: Role) -> (Uuid, String) {
+        let created = self
+            .create_admin(&self.org.key, role.as_str(), Some(false))
+            .await;
+        let email = created.json["email"].as_str().expect("email").to_owned();
+        let (answer, token) = self.login(&email, PASSWORD).await;
+        answer.expect(StatusCode::OK);
+        assert_eq!(answer.json["status"], "authenticated");
+        (created.id(), token.expect("a session cookie"))
     }
 
     /// A GET as `key`.

@@ -64,6 +64,11 @@ pub async fn create(
     caller: Caller,
     JsonBody(body): JsonBody<CreateApiKeyRequest>,
 ) -> Result<Written<CreatedApiKey>, ApiError> {
+    // A key outlives the session: only someone who logged in (and passed MFA where it
+    // applies) mints one, never another key.
+    if caller.0.auth_method != gatehouse_auth::AuthMethod::Session {
+        return Err(ApiError::session_required());
+    }
     let ctx = caller.context();
     let name = body.name.trim().to_owned();
     let asked = name.clone();

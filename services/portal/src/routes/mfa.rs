@@ -47,3 +47,28 @@ pub async fn set_requirement(
     .await?;
     Ok(Written::ok(outcome.position, Admin::from(&outcome.value)))
 }
+
+/// Sends an administrator a Set Up MFA email (nobody resets their own MFA this way).
+#[utoipa::path(
+    post, path = "/api/v1/admins/{id}/mfa/reset", tag = "mfa",
+    params(("id" = uuid::Uuid, Path, description = "The admin's id")),
+    responses(
+        (status = 202, description = "The email is on its way", headers(("Gatehouse-Position" = i64, description = "Position of the reset request"))),
+        (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 403, description = "`forbidden` by the role matrix, or `self_action_forbidden`", body = ErrorBody),
+        (status = 404, description = "No such admin in the caller's organisation", body = ErrorBody),
+        (status = 429, description = "`too_many_requests`: three emails this hour already, with Retry-After", body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn reset(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathId(id): PathId,
+) -> Result<Written<()>, ApiError> {
+    let outcome = dispatch::run(&state, caller.context(), move |c, ctx| async move {
+        c.request_mfa_reset(&ctx, AdminId(id)).await
+    })
+    .await?;
+    Ok(Written::accepted(outcome.position))
+}

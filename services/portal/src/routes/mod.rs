@@ -2,6 +2,7 @@
 
 pub mod admins;
 pub mod api_keys;
+pub mod auth;
 pub mod bulk;
 pub mod events;
 pub mod health;
@@ -9,4 +10,5 @@ pub mod me;
 pub mod mfa;
 pub mod openapi;
 pub mod settings;
+pub mod setup;
 pub mod widgets;

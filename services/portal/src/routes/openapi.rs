@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{admins, api_keys, bulk, events, health, me, mfa, settings, widgets};
+use super::{admins, api_keys, auth, bulk, events, health, me, mfa, settings, setup, widgets};
 use crate::error::ErrorBody;
 
 /// Declares the `x-api-key` security scheme the routes refer to as `api_key`.
@@ -37,7 +37,9 @@ impl Modify for ApiKeyScheme {
     ),
     paths(
         admins::list, admins::create, admins::get, admins::remove,
-        mfa::set_requirement, bulk::require_mfa,
+        auth::login, auth::verify, auth::reset_request, auth::logout,
+        setup::start, setup::complete,
+        mfa::set_requirement, mfa::reset, bulk::require_mfa,
         settings::get, settings::put,
         widgets::home, widgets::set_visibility, widgets::list,
         me::get,
@@ -49,6 +51,7 @@ impl Modify for ApiKeyScheme {
     components(schemas(ErrorBody)),
     modifiers(&ApiKeyScheme),
     tags(
+        (name = "auth", description = "Login, Verify Your Identity and the Set Up MFA link"),
         (name = "admins", description = "Administrators"),
         (name = "mfa", description = "MFA requirements, one or in bulk"),
         (name = "settings", description = "The Global MFA Requirement"),

@@ -1,0 +1,1 @@
+//! The mailer: sends the Set Up MFA and confirmation emails (in progress).
