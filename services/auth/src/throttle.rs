@@ -66,11 +66,11 @@ pub async fn record_failure(db: &Db, email: &str, ip: &str) -> anyhow::Result<()
                 "INSERT INTO login_throttle AS t (key, failures, window_start)
                  VALUES ($1, 1, now())
                  ON CONFLICT (key) DO UPDATE SET
-                   failures = CASE WHEN t.window_start < now() - make_interval(secs => $3)
+                   failures = CASE WHEN t.window_start < now() - make_interval(secs => $2)
                                    THEN 1 ELSE t.failures + 1 END,
-                   window_start = CASE WHEN t.window_start < now() - make_interval(secs => $3)
+                   window_start = CASE WHEN t.window_start < now() - make_interval(secs => $2)
                                        THEN now() ELSE t.window_start END",
-                &[&key, &allowance, &secs(WINDOW)],
+                &[&key, &secs(WINDOW)],
             )
             .await
             .context("counting a login failure")?;
