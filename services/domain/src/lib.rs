@@ -24,4 +24,6 @@ pub use state::{AdminState, OrgState};
 pub use values::{AdminId, Email, OrgId, OrgName, PersonName};
 
 #[cfg(test)]
+mod login_tests;
+#[cfg(test)]
 mod tests;

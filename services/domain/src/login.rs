@@ -177,9 +177,10 @@ pub fn request_mfa_reset(
         .collect();
     if recent.len() >= MAX_RESET_REQUESTS_PER_HOUR {
         let oldest = recent.first().map_or(now, |at| **at);
-        let wait = (oldest + RESET_WINDOW - now).num_seconds().max(1);
+        // Rounded up: a client that waits exactly this long must find the window open.
+        let wait_ms = (oldest + RESET_WINDOW - now).num_milliseconds().max(1);
         return Err(DomainError::TooManyRequests {
-            retry_after_secs: u64::try_from(wait).unwrap_or(1),
+            retry_after_secs: u64::try_from((wait_ms + 999) / 1000).unwrap_or(1),
         });
     }
     Ok(vec![Event::MfaResetRequested(MfaResetRequested {
