@@ -9,6 +9,7 @@
 //! `nats://127.0.0.1:4222`).
 
 pub mod faults;
+pub mod smtp;
 
 use std::str::FromStr;
 use std::time::Duration;
