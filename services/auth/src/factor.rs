@@ -116,3 +116,35 @@ pub fn spend_links(admin: AdminId) -> Statement {
         params: vec![Box::new(admin.0)],
     }
 }
+
+/// Issues a Set Up MFA link for `admin` outside any email (the owner's link that
+/// `gatehouse org create` prints); answers the token, which is stored only as its hash.
+pub async fn issue_link(
+    db: &Db,
+    admin: AdminId,
+    org: OrgId,
+    lifetime: chrono::Duration,
+) -> anyhow::Result<String> {
+    let token = crate::link_token::generate()?;
+    let client = db
+        .pool
+        .get()
+        .await
+        .context("getting a Postgres connection")?;
+    // The link answers no event; it gets an id of its own in the event-id column.
+    client
+        .execute(
+            "INSERT INTO mfa_setup_links (token_hash, event_id, admin_id, org_id, expires_at)
+             VALUES ($1, $2, $3, $4, $5)",
+            &[
+                &token.hash,
+                &uuid::Uuid::now_v7(),
+                &admin.0,
+                &org.0,
+                &(Utc::now() + lifetime),
+            ],
+        )
+        .await
+        .context("issuing a Set Up MFA link")?;
+    Ok(token.plaintext)
+}

@@ -45,6 +45,16 @@ pub struct SetupOffer {
     pub qr_png_base64: String,
 }
 
+/// `gatehouse_logins_total{outcome}`: password steps by outcome (for alerting on guessing).
+fn count_login(outcome: &'static str) {
+    metrics::counter!("gatehouse_logins_total", "outcome" => outcome).increment(1);
+}
+
+/// `gatehouse_mfa_codes_total{outcome}`: Verify Your Identity codes by outcome (lockouts included).
+fn count_code(outcome: &'static str) {
+    metrics::counter!("gatehouse_mfa_codes_total", "outcome" => outcome).increment(1);
+}
+
 fn seconds(now: DateTime<Utc>) -> u64 {
     u64::try_from(now.timestamp()).unwrap_or(0)
 }
@@ -129,9 +139,20 @@ impl Commands {
         password: String,
         client: &Client,
     ) -> Result<Outcome<NewSession>, CommandError> {
-        let stored = self
+        let stored = match self
             .check_password(email, password, client, None, true)
-            .await?;
+            .await
+        {
+            Ok(stored) => stored,
+            Err(e) => {
+                count_login(match &e {
+                    CommandError::Throttled { .. } => "throttled",
+                    CommandError::InvalidCredentials => "invalid_password",
+                    _ => "error",
+                });
+                return Err(e);
+            }
+        };
         let (admin, org) = (stored.admin_id, stored.org_id);
         let token = link_token::generate()?;
         let csrf = link_token::generate()?.plaintext;
@@ -163,6 +184,10 @@ impl Commands {
                 },
             )
             .await?;
+        count_login(match outcome.value {
+            PasswordOutcome::Authenticated => "authenticated",
+            PasswordOutcome::MfaPending { .. } => "mfa_pending",
+        });
         Ok(Outcome {
             position: outcome.position,
             value: NewSession {
@@ -212,6 +237,12 @@ impl Commands {
                 },
             )
             .await?;
+        count_code(match outcome.value {
+            CodeOutcome::Accepted => "accepted",
+            CodeOutcome::Refused { locked_now: false } => "invalid_code",
+            CodeOutcome::Refused { locked_now: true } => "locked_now",
+            CodeOutcome::Locked => "locked",
+        });
         match outcome.value {
             CodeOutcome::Accepted => Ok(Outcome {
                 position: outcome.position,

@@ -99,6 +99,22 @@ impl Config {
         }
     }
 
+    /// How the mailer sends: SMTP when `GATEHOUSE_SMTP_URL` is set, else Maildir files.
+    pub fn mailer_config(&self) -> gatehouse_mailer::MailerConfig {
+        let transport = match &self.smtp_url {
+            Some(url) => gatehouse_mailer::Transport::Smtp { url: url.clone() },
+            None => gatehouse_mailer::Transport::Maildir {
+                dir: self.maildir.clone().into(),
+            },
+        };
+        gatehouse_mailer::MailerConfig::new(
+            &self.nats_stream,
+            &self.nats_prefix,
+            &self.public_url,
+            transport,
+        )
+    }
+
     pub fn db_config(&self) -> gatehouse_store::DbConfig {
         gatehouse_store::DbConfig {
             url: self.database_url.clone(),
@@ -113,12 +129,13 @@ pub enum Role {
     Api,
     Relay,
     Projections,
+    Mailer,
 }
 
 impl Role {
-    pub const ALL: [Role; 3] = [Role::Api, Role::Relay, Role::Projections];
+    pub const ALL: [Role; 4] = [Role::Api, Role::Relay, Role::Projections, Role::Mailer];
 
-    /// Parses `api,relay,projections`.
+    /// Parses `api,relay,projections,mailer`.
     pub fn parse_list(s: &str) -> anyhow::Result<Vec<Role>> {
         let mut roles = Vec::new();
         for name in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
@@ -126,14 +143,17 @@ impl Role {
                 "api" => Role::Api,
                 "relay" => Role::Relay,
                 "projections" => Role::Projections,
-                other => bail!("unknown role {other:?}: choose from api, relay, projections"),
+                "mailer" => Role::Mailer,
+                other => {
+                    bail!("unknown role {other:?}: choose from api, relay, projections, mailer")
+                }
             };
             if !roles.contains(&role) {
                 roles.push(role);
             }
         }
         if roles.is_empty() {
-            bail!("--roles needs at least one of api, relay, projections");
+            bail!("--roles needs at least one of api, relay, projections, mailer");
         }
         Ok(roles)
     }

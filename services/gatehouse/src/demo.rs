@@ -34,6 +34,7 @@ pub async fn seed(commands: &Commands, config: &Config) -> anyhow::Result<()> {
                 OWNER_EMAIL,
                 Some(DEMO_PASSWORD.to_owned()),
                 false,
+                &config.public_url,
             )
             .await?;
             (OrgId(created.org_id), AdminId(created.owner_id), true)
@@ -91,6 +92,21 @@ pub async fn seed(commands: &Commands, config: &Config) -> anyhow::Result<()> {
     println!("Demo organisation \"Acme Demo\" ({org_id}) is ready.");
     println!("  Owner:    {OWNER_EMAIL} / {DEMO_PASSWORD}");
     println!("  API key:  {}", key.value.1);
+    let token = gatehouse_auth::factor::issue_link(
+        commands.db(),
+        owner_id,
+        org_id,
+        gatehouse_domain::login::LINK_LIFETIME,
+    )
+    .await?;
+    println!("  Set Up MFA for the owner (one hour, once): {base}/mfa/setup?token={token}");
+    match &config.smtp_url {
+        Some(_) => println!("  Emails:   sent by SMTP (GATEHOUSE_SMTP_URL)"),
+        None => println!(
+            "  Emails:   written to {}/new (the Set Up MFA links are in them)",
+            config.maildir.trim_end_matches('/')
+        ),
+    }
     println!(
         "  Try:      curl -H 'x-api-key: {}' {base}/api/v1/widgets/admins-without-mfa-required",
         key.value.1

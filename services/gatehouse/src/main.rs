@@ -27,8 +27,8 @@ enum Command {
         /// Also seed a demo organisation and print how to log in.
         #[arg(long)]
         demo: bool,
-        /// Run only these roles (comma-separated): api, relay, projections.
-        #[arg(long, default_value = "api,relay,projections")]
+        /// Run only these roles (comma-separated): api, relay, projections, mailer.
+        #[arg(long, default_value = "api,relay,projections,mailer")]
         roles: String,
     },
     /// Applies migrations and exits.
@@ -119,6 +119,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 &owner_email,
                 owner_password,
                 print_api_key,
+                &config.public_url,
             )
             .await?;
             if json {
@@ -132,11 +133,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 if let Some(p) = &created.owner_password {
                     println!("Owner password (shown once): {p}");
                 }
-                match &created.setup_link {
-                    Some(link) => println!("Set Up MFA: {link}"),
-                    None => println!(
-                        "Set Up MFA link: none yet (the login and email flows are not built yet)"
-                    ),
+                if let Some(link) = &created.setup_link {
+                    println!("Set Up MFA (valid for one hour, once): {link}");
                 }
                 if let Some(key) = &created.api_key {
                     println!("API key (shown once): {key}");

@@ -43,6 +43,7 @@ pub async fn create(
     owner_email: &str,
     owner_password: Option<String>,
     with_api_key: bool,
+    public_url: &str,
 ) -> anyhow::Result<Created> {
     let email = Email::parse(owner_email).map_err(|e| anyhow!("--owner-email {e}"))?;
     let generated = owner_password.is_none();
@@ -64,6 +65,17 @@ pub async fn create(
         .await
         .map_err(explain)?;
     let (org_id, owner_id) = outcome.value;
+    let token = gatehouse_auth::factor::issue_link(
+        commands.db(),
+        owner_id,
+        org_id,
+        gatehouse_domain::login::LINK_LIFETIME,
+    )
+    .await?;
+    let setup_link = Some(format!(
+        "{}/mfa/setup?token={token}",
+        public_url.trim_end_matches('/')
+    ));
     let api_key = if with_api_key {
         let principal = Principal {
             admin_id: owner_id,
@@ -88,7 +100,7 @@ pub async fn create(
         owner_id: owner_id.0,
         owner_password: generated.then_some(password),
         // The Set Up MFA link arrives with the login and email flows.
-        setup_link: None,
+        setup_link,
         api_key,
     })
 }

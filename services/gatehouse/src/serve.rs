@@ -85,6 +85,11 @@ pub async fn start(config: &Config, roles: &[Role], demo_mode: bool) -> anyhow::
             )
         });
     }
+    if roles.contains(&Role::Mailer) {
+        let cfg = config.mailer_config();
+        let (db, js, token) = (db.clone(), jetstream.clone(), shutdown.clone());
+        tasks.spawn(async move { ("mailer", gatehouse_mailer::run(db, js, cfg, token).await) });
+    }
     let mut addr = None;
     if roles.contains(&Role::Api) {
         let checkpoints = Checkpoints::start(db.clone()).await?;

@@ -16,6 +16,11 @@ fn gatehouse(env: &TestEnv) -> Command {
         .env("GATEHOUSE_NATS_STREAM", &env.stream)
         .env("GATEHOUSE_NATS_PREFIX", &env.prefix)
         .env("GATEHOUSE_SECRET_KEY", SECRET_KEY)
+        .env(
+            "GATEHOUSE_MAILDIR",
+            std::env::temp_dir().join(format!("{}-mail", env.prefix)),
+        )
+        .env("GATEHOUSE_PUBLIC_URL", "http://127.0.0.1:8080")
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null());
     cmd
@@ -104,7 +109,26 @@ async fn org_create_prints_one_json_object_with_a_generated_password_and_an_api_
             .expect("an API key")
             .starts_with("ghk_")
     );
-    assert!(created["setup_link"].is_null());
+    // The owner's Set Up MFA link: a token whose hash names a live link for the owner.
+    let link = created["setup_link"].as_str().expect("a setup link");
+    let token = link
+        .strip_prefix("http://127.0.0.1:8080/mfa/setup?token=")
+        .expect("a link to the portal's setup page");
+    let client = env.db.pool.get().await.expect("a connection");
+    let owner: uuid::Uuid = created["owner_id"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .expect("the owner's id");
+    let live: bool = client
+        .query_one(
+            "SELECT admin_id = $2 AND expires_at > now() AND used_at IS NULL
+             FROM mfa_setup_links WHERE token_hash = $1",
+            &[&gatehouse_auth::link_token::hash(token), &owner],
+        )
+        .await
+        .expect("the link is stored by its hash")
+        .get(0);
+    assert!(live);
 
     // The same email again is refused with a clear line, and nothing is created.
     let again = run(gatehouse(&env).args([
