@@ -49,6 +49,10 @@ pub struct Envelope {
     pub orgid: Uuid,
     pub actorid: String,
     pub correlationid: Uuid,
+    /// CloudEvents extension: how the actor proved who they were (`session` or `api-key`), for
+    /// the audit's `auth_method`; absent for the system and for the Set Up MFA link.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authmethod: Option<String>,
     pub data: serde_json::Value,
 }
 
@@ -61,6 +65,8 @@ pub struct EnvelopeParts {
     pub actor: Actor,
     pub correlation_id: Uuid,
     pub time: DateTime<Utc>,
+    /// `session` or `api-key` when an administrator acted through one.
+    pub auth_method: Option<&'static str>,
 }
 
 /// RFC 3339 UTC with milliseconds, as every envelope and API answer writes time.
@@ -83,6 +89,7 @@ impl Envelope {
             orgid: parts.org_id,
             actorid: parts.actor.as_string(),
             correlationid: parts.correlation_id,
+            authmethod: parts.auth_method.map(str::to_owned),
             data: event.data(),
         }
     }

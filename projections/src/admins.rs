@@ -206,6 +206,7 @@ mod tests {
             org_id: org,
             actor: Actor::System,
             correlation_id: Uuid::now_v7(),
+            auth_method: None,
             time: Utc
                 .with_ymd_and_hms(2026, 11, 28, 10, 0, 0)
                 .single()

@@ -92,6 +92,7 @@ mod tests {
             org_id: org,
             actor: Actor::System,
             correlation_id: Uuid::now_v7(),
+            auth_method: None,
             time: Utc::now(),
         };
         Envelope::new(&parts, event, 1, 1)

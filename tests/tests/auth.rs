@@ -611,3 +611,42 @@ async fn cookie_changes_need_json_and_the_portal_origin_while_api_keys_do_not() 
         .expect("request");
     api.send(by_key).await.expect(StatusCode::NO_CONTENT);
 }
+
+#[tokio::test]
+async fn every_event_records_whether_its_admin_used_a_session_or_an_api_key() {
+    let api = Api::start().await;
+    let (id, session) = api.admin_with_session(Role::Manager).await;
+    let toggle = "/api/v1/home/widgets/admins-without-mfa-required";
+    api.json(
+        Method::PUT,
+        toggle,
+        &session,
+        Some(json!({"visible": false})),
+    )
+    .await
+    .expect(StatusCode::NO_CONTENT);
+    let (key_owner, key, _) = api.admin_with_key(Role::Manager).await;
+    api.json(Method::PUT, toggle, &key, Some(json!({"visible": false})))
+        .await
+        .expect(StatusCode::NO_CONTENT);
+
+    let client = api.env.db.pool.get().await.expect("a connection");
+    let method_of_last = |admin: Uuid| {
+        let client = &client;
+        async move {
+            client
+                .query_one(
+                    "SELECT envelope->>'authmethod' FROM events WHERE stream_id = $1
+                     ORDER BY position DESC LIMIT 1",
+                    &[&admin],
+                )
+                .await
+                .expect("the last event")
+                .get::<_, Option<String>>(0)
+        }
+    };
+    assert_eq!(method_of_last(id).await.as_deref(), Some("session"));
+    assert_eq!(method_of_last(key_owner).await.as_deref(), Some("api-key"));
+    // The organisation was created from the command line: no authentication method.
+    assert_eq!(method_of_last(api.org.id.0).await, None);
+}

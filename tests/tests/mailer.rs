@@ -105,6 +105,7 @@ impl World {
                 actor: Actor::System,
                 correlation_id: Uuid::now_v7(),
                 time,
+                auth_method: None,
                 events: vec![event],
                 expected: vec![],
                 org_position: None,

@@ -90,6 +90,7 @@ async fn append(db: &Db, org: Uuid, events: Vec<Event>) -> Vec<Stored> {
             actor: Actor::System,
             correlation_id: Uuid::now_v7(),
             time: Utc::now(),
+            auth_method: None,
             events,
             expected: vec![],
             org_position: None,

@@ -32,6 +32,7 @@ fn request(org: Uuid, events: Vec<Event>) -> AppendRequest {
         actor: Actor::System,
         correlation_id: Uuid::now_v7(),
         time: Utc::now(),
+        auth_method: None,
         events,
         expected: vec![],
         org_position: None,

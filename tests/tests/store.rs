@@ -13,6 +13,7 @@ fn request(org: Uuid, events: Vec<Event>, expected: Vec<(Uuid, Expected)>) -> Ap
         actor: Actor::System,
         correlation_id: Uuid::now_v7(),
         time: Utc::now(),
+        auth_method: None,
         events,
         expected,
         org_position: None,

@@ -15,11 +15,9 @@ use gatehouse_auth::totp::{self, TotpSecret};
 use gatehouse_auth::{link_token, principal, throttle};
 use gatehouse_domain::login::{self as rules, Client, CodeOutcome, PasswordOutcome};
 use gatehouse_domain::{AdminId, OrgId};
-use gatehouse_events::Actor;
-use uuid::Uuid;
 
 use crate::load;
-use crate::service::{Commands, Outcome, Plan};
+use crate::service::{Commands, Origin, Outcome, Plan};
 use crate::{CommandContext, CommandError};
 
 /// A session that was just opened or promoted: its cookie value and CSRF token (to hand to the
@@ -54,6 +52,9 @@ fn count_login(outcome: &'static str) {
 fn count_code(outcome: &'static str) {
     metrics::counter!("gatehouse_mfa_codes_total", "outcome" => outcome).increment(1);
 }
+
+/// Events of a login and of Verify Your Identity happen in a session.
+const SESSION: Option<&str> = Some(gatehouse_domain::login::AUTH_SESSION);
 
 fn seconds(now: DateTime<Utc>) -> u64 {
     u64::try_from(now.timestamp()).unwrap_or(0)
@@ -119,8 +120,7 @@ impl Commands {
         self.execute(
             "login",
             org,
-            Actor::Admin(admin.0),
-            Uuid::now_v7(),
+            Origin::admin(admin, SESSION),
             move |_| async move {
                 let loaded = load::admin(&self.db, org, admin).await?;
                 let events = rules::password_refused(&loaded.state, client)?;
@@ -161,8 +161,7 @@ impl Commands {
             .execute(
                 "login",
                 org,
-                Actor::Admin(admin.0),
-                Uuid::now_v7(),
+                Origin::admin(admin, SESSION),
                 move |_| async move {
                     let loaded = load::admin(&self.db, org, admin).await?;
                     let (events, outcome) = rules::password_accepted(&loaded.state, client)?;
@@ -213,8 +212,7 @@ impl Commands {
             .execute(
                 "verify_mfa",
                 org,
-                Actor::Admin(admin.0),
-                Uuid::now_v7(),
+                Origin::admin(admin, SESSION),
                 move |now| async move {
                     let loaded = load::admin(&self.db, org, admin).await?;
                     let step = match factor::load(&self.db, admin).await? {
@@ -255,17 +253,19 @@ impl Commands {
         }
     }
 
-    /// An admin asks for their own Set Up MFA email (from Verify Your Identity or by address).
+    /// An admin asks for their own Set Up MFA email: from Verify Your Identity (`via_session`)
+    /// or by address on the login page.
     pub async fn request_own_mfa_reset(
         &self,
         admin: AdminId,
         org: OrgId,
+        via_session: bool,
     ) -> Result<Outcome<()>, CommandError> {
+        let auth_method = if via_session { SESSION } else { None };
         self.execute(
             "request_mfa_reset",
             org,
-            Actor::Admin(admin.0),
-            Uuid::now_v7(),
+            Origin::admin(admin, auth_method),
             move |now| async move {
                 let loaded = load::admin(&self.db, org, admin).await?;
                 let events = rules::request_mfa_reset(None, &loaded.state, now)?;
@@ -285,8 +285,7 @@ impl Commands {
         self.execute(
             "request_mfa_reset",
             org,
-            Actor::Admin(ctx.principal.admin_id.0),
-            ctx.correlation_id,
+            Origin::of(ctx),
             move |now| async move {
                 let actor = self.actor(ctx).await?;
                 let loaded = load::admin(&self.db, org, target).await?;
@@ -337,8 +336,7 @@ impl Commands {
             .execute(
                 "start_mfa_enrollment",
                 org,
-                Actor::Admin(admin.0),
-                Uuid::now_v7(),
+                Origin::admin(admin, None),
                 move |now| async move {
                     match factor::find_link(&self.db, hash).await? {
                         Some(link) if link.is_live(now) => {}
@@ -371,8 +369,7 @@ impl Commands {
         self.execute(
             "complete_mfa_enrollment",
             org,
-            Actor::Admin(admin.0),
-            Uuid::now_v7(),
+            Origin::admin(admin, None),
             move |now| async move {
                 let link = match factor::find_link(&self.db, hash).await? {
                     Some(link) if link.is_live(now) => link,

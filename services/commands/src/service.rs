@@ -56,6 +56,44 @@ impl<T> Plan<T> {
     }
 }
 
+/// Who a command's events are attributed to, how they authenticated, and the id tying them.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Origin {
+    pub(crate) actor: Actor,
+    pub(crate) correlation_id: Uuid,
+    pub(crate) auth_method: Option<&'static str>,
+}
+
+impl Origin {
+    /// An administrator's request, with their authentication method.
+    pub(crate) fn of(ctx: &CommandContext) -> Origin {
+        Origin {
+            actor: Actor::Admin(ctx.principal.admin_id.0),
+            correlation_id: ctx.correlation_id,
+            auth_method: Some(ctx.principal.auth_method.as_str()),
+        }
+    }
+
+    /// Gatehouse itself (the command line).
+    pub(crate) fn system() -> Origin {
+        Origin {
+            actor: Actor::System,
+            correlation_id: Uuid::now_v7(),
+            auth_method: None,
+        }
+    }
+
+    /// An administrator acting on their own account outside a session or API key (logging in,
+    /// the Set Up MFA link), or from a session (`auth_method` `session`).
+    pub(crate) fn admin(admin: AdminId, auth_method: Option<&'static str>) -> Origin {
+        Origin {
+            actor: Actor::Admin(admin.0),
+            correlation_id: Uuid::now_v7(),
+            auth_method,
+        }
+    }
+}
+
 /// The command service.
 #[derive(Clone)]
 pub struct Commands {
@@ -96,8 +134,7 @@ impl Commands {
         &self,
         name: &'static str,
         org: OrgId,
-        actor: Actor,
-        correlation_id: Uuid,
+        origin: Origin,
         mut decide: F,
     ) -> Result<Outcome<T>, CommandError>
     where
@@ -105,7 +142,7 @@ impl Commands {
         Fut: Future<Output = Result<Plan<T>, CommandError>>,
     {
         let started = Instant::now();
-        let result = self.attempts(org, actor, correlation_id, &mut decide).await;
+        let result = self.attempts(org, origin, &mut decide).await;
         let outcome = match &result {
             Ok(_) => "ok",
             Err(e) if e.is_refusal() => "refused",
@@ -123,8 +160,7 @@ impl Commands {
     async fn attempts<T, F, Fut>(
         &self,
         org: OrgId,
-        actor: Actor,
-        correlation_id: Uuid,
+        origin: Origin,
         decide: &mut F,
     ) -> Result<Outcome<T>, CommandError>
     where
@@ -145,9 +181,10 @@ impl Commands {
             let count = plan.events.len() as u64;
             let request = AppendRequest {
                 org_id: org.0,
-                actor,
-                correlation_id,
+                actor: origin.actor,
+                correlation_id: origin.correlation_id,
                 time: now,
+                auth_method: origin.auth_method,
                 events: plan.events,
                 expected: plan.expected,
                 org_position: plan.org_position,
@@ -204,8 +241,7 @@ impl Commands {
         self.execute(
             "create_org",
             org_id,
-            Actor::System,
-            Uuid::now_v7(),
+            Origin::system(),
             move |_| async move {
                 let events = decide::create_org(&OrgState::default(), org_id, name.clone(), owner)?;
                 let mut plan = Plan::new(events, (org_id, owner_id));
@@ -245,8 +281,7 @@ impl Commands {
         self.execute(
             "create_admin",
             org_id,
-            Actor::Admin(ctx.principal.admin_id.0),
-            ctx.correlation_id,
+            Origin::of(ctx),
             move |now| async move {
                 let actor = self.actor(ctx).await?;
                 let org = load::org(&self.db, org_id).await?;
@@ -281,8 +316,7 @@ impl Commands {
         self.execute(
             "remove_admin",
             org_id,
-            Actor::Admin(ctx.principal.admin_id.0),
-            ctx.correlation_id,
+            Origin::of(ctx),
             move |_| async move {
                 let actor = self.actor(ctx).await?;
                 let loaded = load::admin(&self.db, org_id, target).await?;
@@ -308,8 +342,7 @@ impl Commands {
         self.execute(
             "set_mfa_requirement",
             org_id,
-            Actor::Admin(ctx.principal.admin_id.0),
-            ctx.correlation_id,
+            Origin::of(ctx),
             move |now| async move {
                 let actor = self.actor(ctx).await?;
                 let org = load::org(&self.db, org_id).await?;
@@ -338,8 +371,7 @@ impl Commands {
         self.execute(
             "require_mfa_bulk",
             org_id,
-            Actor::Admin(ctx.principal.admin_id.0),
-            ctx.correlation_id,
+            Origin::of(ctx),
             move |_| async move {
                 let actor = self.actor(ctx).await?;
                 let loaded = load::admins(&self.db, org_id, ids).await?;
@@ -363,8 +395,7 @@ impl Commands {
         self.execute(
             "set_global_mfa",
             org_id,
-            Actor::Admin(ctx.principal.admin_id.0),
-            ctx.correlation_id,
+            Origin::of(ctx),
             move |_| async move {
                 let actor = self.actor(ctx).await?;
                 if !on {
@@ -407,8 +438,7 @@ impl Commands {
         self.execute(
             "set_home_widget",
             org_id,
-            Actor::Admin(ctx.principal.admin_id.0),
-            ctx.correlation_id,
+            Origin::of(ctx),
             move |_| async move {
                 let actor = self.actor(ctx).await?;
                 let events = decide::set_home_widget(&actor.state, visible)?;
@@ -437,8 +467,7 @@ impl Commands {
         self.execute(
             "create_api_key",
             org_id,
-            Actor::Admin(ctx.principal.admin_id.0),
-            ctx.correlation_id,
+            Origin::of(ctx),
             move |now| async move {
                 let actor = self.actor(ctx).await?;
                 let events = decide::create_api_key(&actor.state, key_id)?;
@@ -469,8 +498,7 @@ impl Commands {
         self.execute(
             "revoke_api_key",
             org_id,
-            Actor::Admin(admin.0),
-            ctx.correlation_id,
+            Origin::of(ctx),
             move |_| async move {
                 let actor = self.actor(ctx).await?;
                 let live = gatehouse_auth::api_key::is_live(&self.db, key_id, admin).await?;

@@ -37,6 +37,8 @@ pub struct AppendRequest {
     pub actor: Actor,
     pub correlation_id: Uuid,
     pub time: DateTime<Utc>,
+    /// How the actor authenticated (`session`, `api-key`), recorded in each envelope.
+    pub auth_method: Option<&'static str>,
     pub events: Vec<Event>,
     /// Expectations on streams, whether this request writes to them or only read them.
     pub expected: Vec<(Uuid, Expected)>,
@@ -225,6 +227,7 @@ pub async fn append_in(
             actor: req.actor,
             correlation_id: req.correlation_id,
             time: req.time,
+            auth_method: req.auth_method,
         };
         let envelope = Envelope::new(&parts, event, first + i as i64, *version);
         chain = chain.next(&envelope).context("hashing an envelope")?;

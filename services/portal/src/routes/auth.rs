@@ -157,7 +157,7 @@ pub async fn reset_request(
     if let Some(session) = session {
         let (admin, org) = (session.admin_id, session.org_id);
         let outcome = dispatch::run_unauthenticated(&state, move |c| async move {
-            c.request_own_mfa_reset(admin, org).await
+            c.request_own_mfa_reset(admin, org, true).await
         })
         .await?;
         return Ok(Written::accepted(outcome.position).into_response());
@@ -175,7 +175,7 @@ pub async fn reset_request(
         match principal::by_email(commands.db(), &email).await {
             Ok(Some(stored)) => {
                 if let Err(e) = commands
-                    .request_own_mfa_reset(stored.admin_id, stored.org_id)
+                    .request_own_mfa_reset(stored.admin_id, stored.org_id, false)
                     .await
                     && !e.is_refusal()
                 {
