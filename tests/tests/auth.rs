@@ -333,11 +333,31 @@ async fn the_whole_enrollment_then_login_with_codes_lockout_and_reset() {
     verify(&api, &again, &code_now(&uri, -1))
         .await
         .expect_error(StatusCode::LOCKED, "mfa_locked");
+    let head = api.env.db.head().await.expect("head");
+    let shown = api
+        .get_at(&format!("/api/v1/admins/{id}"), &api.org.key, head)
+        .await;
+    assert_eq!(
+        (
+            shown.json["mfa"]["enrolled"].clone(),
+            shown.json["mfa"]["locked"].clone()
+        ),
+        (json!(true), json!(true)),
+        "the administrators list shows the lock"
+    );
 
     // A reset by the emailed link clears the lock, replaces the factor and ends every session.
     let new_uri = enroll(&api, id, &address).await;
     assert_ne!(new_uri, uri, "a new secret");
     assert_eq!(last_data(&api, id).await["replaced_previous"], true);
+    let head = api.env.db.head().await.expect("head");
+    let shown = api
+        .get_at(&format!("/api/v1/admins/{id}"), &api.org.key, head)
+        .await;
+    assert_eq!(
+        shown.json["mfa"]["locked"], false,
+        "the reset cleared the lock"
+    );
     api.get(ME, &session)
         .await
         .expect_error(StatusCode::UNAUTHORIZED, "unauthorized");
