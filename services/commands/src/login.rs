@@ -275,6 +275,17 @@ impl Commands {
         .await
     }
 
+    /// The login page's "email me a Set Up MFA link": nothing happens for an address that names
+    /// no live admin, and the caller cannot tell (the route answers before this runs).
+    pub async fn request_mfa_reset_by_email(&self, email: &str) -> Result<(), CommandError> {
+        let email = email.trim().to_lowercase();
+        if let Some(stored) = principal::by_email(&self.db, &email).await? {
+            self.request_own_mfa_reset(stored.admin_id, stored.org_id, false)
+                .await?;
+        }
+        Ok(())
+    }
+
     /// `POST /admins/{id}/mfa/reset`: another admin sends `target` a Set Up MFA email.
     pub async fn request_mfa_reset(
         &self,

@@ -5,7 +5,6 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use gatehouse_auth::principal;
 use gatehouse_auth::session::{self as sessions, Stage};
 use gatehouse_domain::login::PasswordOutcome;
 use serde::{Deserialize, Serialize};
@@ -172,20 +171,10 @@ pub async fn reset_request(
     // whether the hourly limit was reached, must not show in the answer or its timing.
     let commands = state.commands.clone();
     tokio::spawn(async move {
-        match principal::by_email(commands.db(), &email).await {
-            Ok(Some(stored)) => {
-                if let Err(e) = commands
-                    .request_own_mfa_reset(stored.admin_id, stored.org_id, false)
-                    .await
-                    && !e.is_refusal()
-                {
-                    tracing::warn!(error = %e, "a Set Up MFA request by email failed");
-                }
-            }
-            Ok(None) => {}
-            Err(e) => {
-                tracing::warn!(error = %format!("{e:#}"), "a Set Up MFA request by email failed")
-            }
+        if let Err(e) = commands.request_mfa_reset_by_email(&email).await
+            && !e.is_refusal()
+        {
+            tracing::warn!(error = %e, "a Set Up MFA request by email failed");
         }
     });
     Ok(StatusCode::ACCEPTED.into_response())
