@@ -136,6 +136,7 @@ pub async fn run(config: &Config, roles: &[Role], demo_mode: bool) -> anyhow::Re
     if let Some(addr) = running.addr {
         tracing::info!(%addr, roles = ?roles, "Gatehouse is serving");
         if demo_mode {
+            println!("Portal: http://{addr}/login");
             println!("API: http://{addr}/api/v1  (OpenAPI: http://{addr}/api/openapi.json)");
         }
     }

@@ -14,11 +14,14 @@
 //! - [`views`]: the Admin object.
 //! - [`pagination`]: keyset pages of admins (`limit`, `cursor`, `next_cursor`).
 //! - [`telemetry`]: request spans and HTTP metrics.
+//! - [`pages`]: the server-rendered HTML pages (docs/portal.md), outside `/api/v1`: forms
+//!   carry the session's CSRF token instead of going through the JSON API's guard.
 
 pub mod consistency;
 pub mod dispatch;
 pub mod error;
 pub mod extract;
+pub mod pages;
 pub mod pagination;
 pub mod routes;
 pub mod session;
@@ -111,7 +114,8 @@ async fn refused(error: BoxError) -> Response {
     }
 }
 
-/// The whole HTTP surface: `/api/v1/…`, `/healthz`, `/readyz`, `/metrics`, `/api/openapi.json`.
+/// The whole HTTP surface: `/api/v1/…`, the pages, `/healthz`, `/readyz`, `/metrics`,
+/// `/api/openapi.json`.
 pub fn router(state: AppState) -> Router {
     let protection = ServiceBuilder::new()
         .layer(HandleErrorLayer::new(refused))
@@ -132,6 +136,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .route("/api/openapi.json", get(openapi::openapi_json))
+        .merge(pages::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Innermost first: the read-your-writes wait runs inside the timeout.
