@@ -151,12 +151,20 @@ pub struct Api {
     pub commands: Commands,
     pub router: Router,
     pub org: Org,
+    /// `GATEHOUSE_PUBLIC_URL` of this API: the origin the CSRF guard expects.
+    #[allow(dead_code)] // read by the browser tests only
+    pub public_url: String,
     shutdown: CancellationToken,
 }
 
 impl Api {
     /// Starts the relay, the projections and the router, and creates the first organisation.
     pub async fn start() -> Api {
+        Self::start_with("http://127.0.0.1:8080").await
+    }
+
+    /// [`Api::start`] with the given `GATEHOUSE_PUBLIC_URL`.
+    pub async fn start_with(public_url: &str) -> Api {
         let env = TestEnv::new().await;
         let shutdown = CancellationToken::new();
         let relay = RelayConfig::new(&env.stream, &env.prefix);
@@ -189,7 +197,7 @@ impl Api {
             checkpoints,
             nats: Some(env.nats.clone()),
             metrics: Some(PrometheusBuilder::new().build_recorder().handle()),
-            public_url: "http://127.0.0.1:8080".to_owned(),
+            public_url: public_url.to_owned(),
         };
         let router = gatehouse_portal::router(state);
         let org = create_org(&commands, "Acme").await;
@@ -198,8 +206,40 @@ impl Api {
             commands,
             router,
             org,
+            public_url: public_url.to_owned(),
             shutdown,
         }
+    }
+
+    /// [`Api::start`], served over HTTP on a port of its own on 127.0.0.1 (for a browser):
+    /// `public_url` is `http://127.0.0.1:<port>`. The server stops with the `Api`.
+    #[allow(dead_code)] // used by the browser tests only
+    pub async fn serve() -> Api {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a port on 127.0.0.1");
+        let port = listener.local_addr().expect("the bound address").port();
+        let api = Self::start_with(&format!("http://127.0.0.1:{port}")).await;
+        let app = api
+            .router
+            .clone()
+            .into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let shutdown = api.shutdown.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = shutdown.cancelled() => {}
+                served = axum::serve(listener, app).into_future() => {
+                    served.expect("serving the portal");
+                }
+            }
+        });
+        api
+    }
+
+    /// `public_url` joined with `path` (which starts with `/`).
+    #[allow(dead_code)] // used by the browser tests only
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.public_url)
     }
 
     /// Another organisation, with its owner and key.
