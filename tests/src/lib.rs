@@ -3,11 +3,13 @@
 //! - [`TestEnv`]: a fresh database (copied from a migrated template) and a NATS stream and
 //!   subject prefix of the test's own, all removed when the test ends, so tests run in parallel
 //!   and twice in a row.
+//! - [`browser::Browser`]: a headless Chromium through a chromedriver of a test's own.
 //!
 //! The services are found through `GATEHOUSE_TEST_DATABASE_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/postgres`) and `GATEHOUSE_TEST_NATS_URL` (default
 //! `nats://127.0.0.1:4222`).
 
+pub mod browser;
 pub mod faults;
 pub mod smtp;
 
