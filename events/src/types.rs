@@ -162,6 +162,17 @@ pub struct ApiKeyChanged {
     pub key_id: Uuid,
 }
 
+/// An administrator read the audit history (SPEC §5): an auditor's access is history too.
+/// `action` names the read (`events`, `export`, `verify`, `admins_without_mfa_required`,
+/// `mfa_coverage`); `query` holds the parameters that shaped the answer, as given.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditAccessed {
+    pub admin_id: Uuid,
+    pub action: String,
+    #[serde(default)]
+    pub query: std::collections::BTreeMap<String, String>,
+}
+
 /// The name of the one home widget there is.
 pub const WIDGET_ADMINS_WITHOUT_MFA_REQUIRED: &str = "admins_without_mfa_required";
 
@@ -201,6 +212,8 @@ pub enum Event {
     ApiKeyCreated(ApiKeyChanged),
     #[serde(rename = "gatehouse.admin.api_key_revoked.v1")]
     ApiKeyRevoked(ApiKeyChanged),
+    #[serde(rename = "gatehouse.admin.audit_accessed.v1")]
+    AuditAccessed(AuditAccessed),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -239,6 +252,7 @@ impl Event {
             HomeWidgetChanged(_) => "gatehouse.admin.home_widget_changed.v1",
             ApiKeyCreated(_) => "gatehouse.admin.api_key_created.v1",
             ApiKeyRevoked(_) => "gatehouse.admin.api_key_revoked.v1",
+            AuditAccessed(_) => "gatehouse.admin.audit_accessed.v1",
         }
     }
 
@@ -259,6 +273,7 @@ impl Event {
             LoginFailed(e) => Aggregate::Admin(e.admin_id),
             HomeWidgetChanged(e) => Aggregate::Admin(e.admin_id),
             ApiKeyCreated(e) | ApiKeyRevoked(e) => Aggregate::Admin(e.admin_id),
+            AuditAccessed(e) => Aggregate::Admin(e.admin_id),
         }
     }
 

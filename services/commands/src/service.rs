@@ -448,6 +448,25 @@ impl Commands {
         .await
     }
 
+    /// Records that the caller read the audit history; answers the position of that record.
+    pub async fn record_audit_access(
+        &self,
+        ctx: &CommandContext,
+        action: &str,
+        query: std::collections::BTreeMap<String, String>,
+    ) -> Result<Outcome<()>, CommandError> {
+        let org_id = ctx.principal.org_id;
+        self.execute("record_audit_access", org_id, Origin::of(ctx), move |_| {
+            let query = query.clone();
+            async move {
+                let actor = self.actor(ctx).await?;
+                let events = decide::record_audit_access(&actor.state, action, query)?;
+                Ok(Plan::new(events, ()).expect(actor.state.id.0, &actor))
+            }
+        })
+        .await
+    }
+
     /// Creates an API key for the caller; the plaintext is in the answer and nowhere else.
     pub async fn create_api_key(
         &self,

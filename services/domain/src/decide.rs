@@ -2,8 +2,8 @@
 //! out. An empty list of events means the command changes nothing (it is idempotent).
 
 use gatehouse_events::types::{
-    AdminCreated, AdminRef, ApiKeyChanged, HomeWidgetChanged, MfaRequired, OrgCreated, OrgRef,
-    WIDGET_ADMINS_WITHOUT_MFA_REQUIRED,
+    AdminCreated, AdminRef, ApiKeyChanged, AuditAccessed, HomeWidgetChanged, MfaRequired,
+    OrgCreated, OrgRef, WIDGET_ADMINS_WITHOUT_MFA_REQUIRED,
 };
 use gatehouse_events::{Event, RequirementSource, Role};
 use uuid::Uuid;
@@ -282,6 +282,24 @@ pub fn set_home_widget(actor: &AdminState, visible: bool) -> Result<Vec<Event>, 
         admin_id: actor.id.0,
         widget: WIDGET_ADMINS_WITHOUT_MFA_REQUIRED.to_owned(),
         visible,
+    })])
+}
+
+/// Records that the actor read the audit history (`action`, shaped by `query`). Refused for a
+/// role that may not see the history.
+pub fn record_audit_access(
+    actor: &AdminState,
+    action: &str,
+    query: std::collections::BTreeMap<String, String>,
+) -> Result<Vec<Event>, DomainError> {
+    active_actor(actor)?;
+    if !policy::can_read_directory(actor.role) {
+        return Err(DomainError::Forbidden);
+    }
+    Ok(vec![Event::AuditAccessed(AuditAccessed {
+        admin_id: actor.id.0,
+        action: action.to_owned(),
+        query,
     })])
 }
 

@@ -1763,3 +1763,42 @@ fn the_admins_without_mfa_required_list_empties_through_bulk_and_global_requirem
     g = g.then(&events);
     assert_eq!(without(&g), vec![help]);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Audit access: recorded for every role that may read the history, refused for the others
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn reading_the_audit_history_is_recorded_for_the_roles_that_may_and_refused_for_command_runners() {
+    let query = std::collections::BTreeMap::from([("sort".to_owned(), "desc".to_owned())]);
+    for role in Role::ALL {
+        let g = given(&[org_created(ORG), admin_created(ACTOR, role, true)]);
+
+        let recorded = decide::record_audit_access(&g.actor(), "events", query.clone());
+
+        if role == Role::CommandRunner {
+            assert_eq!(recorded, Err(DomainError::Forbidden), "{role:?}");
+        } else {
+            assert_eq!(
+                recorded,
+                Ok(vec![Event::AuditAccessed(
+                    gatehouse_events::types::AuditAccessed {
+                        admin_id: ACTOR.0,
+                        action: "events".to_owned(),
+                        query: query.clone(),
+                    }
+                )]),
+                "{role:?}"
+            );
+        }
+    }
+    let removed = given(&[
+        org_created(ORG),
+        admin_created(ACTOR, Role::Administrator, true),
+        admin_removed(ACTOR),
+    ]);
+    assert_eq!(
+        decide::record_audit_access(&removed.actor(), "export", query),
+        Err(DomainError::Forbidden)
+    );
+}
