@@ -7,10 +7,12 @@
 //!
 //! This crate has no I/O: a consumer can depend on it alone.
 
+pub mod audit;
 pub mod chain;
 pub mod envelope;
 pub mod subject;
 pub mod types;
+pub mod verify;
 
 pub use chain::{Chain, ChainError};
 pub use envelope::{Actor, Envelope, format_time};

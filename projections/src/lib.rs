@@ -22,8 +22,11 @@
 //! `1..=checkpoint`, and a batch's changes commit with the checkpoint that covers them.
 
 pub mod admins;
+pub mod audit;
+pub mod audit_query;
 mod batch;
 pub mod checkpoints;
+pub mod history;
 pub mod home_widgets;
 pub mod projection;
 pub mod query;

@@ -3,13 +3,14 @@
 
 use gatehouse_events::{DecodeError, Envelope};
 
-use crate::{admins, home_widgets};
+use crate::{admins, audit, home_widgets};
 
 /// One read model. Each owns the Postgres schema `proj_<name>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Projection {
     Admins,
     HomeWidgets,
+    Audit,
 }
 
 /// What applying one event did.
@@ -22,12 +23,17 @@ pub enum Outcome {
 }
 
 impl Projection {
-    pub const ALL: [Projection; 2] = [Projection::Admins, Projection::HomeWidgets];
+    pub const ALL: [Projection; 3] = [
+        Projection::Admins,
+        Projection::HomeWidgets,
+        Projection::Audit,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Projection::Admins => "admins",
             Projection::HomeWidgets => "home_widgets",
+            Projection::Audit => "audit",
         }
     }
 
@@ -49,6 +55,7 @@ impl Projection {
         match self {
             Projection::Admins => admins::DDL,
             Projection::HomeWidgets => home_widgets::DDL,
+            Projection::Audit => audit::DDL,
         }
     }
 
@@ -59,6 +66,7 @@ impl Projection {
         match self {
             Projection::Admins => 7_231_101,
             Projection::HomeWidgets => 7_231_102,
+            Projection::Audit => 7_231_103,
         }
     }
 
@@ -86,10 +94,12 @@ impl Projection {
             Projection::HomeWidgets => {
                 home_widgets::change(envelope, &event).map(|c| c.map(Planned::HomeWidgets))
             }
+            Projection::Audit => audit::change(envelope, &event).map(|c| Some(Planned::Audit(c))),
         };
         match planned {
             Ok(Some(Planned::Admins(change))) => admins::write(tx, &change).await?,
             Ok(Some(Planned::HomeWidgets(change))) => home_widgets::write(tx, &change).await?,
+            Ok(Some(Planned::Audit(change))) => audit::write(tx, &change).await?,
             Ok(None) => {}
             Err(e) => {
                 tracing::error!(projection = self.name(), position = envelope.position, error = %format!("{e:#}"), "skipping an event that cannot be applied");
@@ -100,9 +110,10 @@ impl Projection {
     }
 }
 
-enum Planned {
+enum Planned<'a> {
     Admins(admins::Change),
     HomeWidgets(home_widgets::Change),
+    Audit(audit::Change<'a>),
 }
 
 /// The projections named, all of them when `names` is empty.
@@ -139,11 +150,23 @@ mod tests {
     }
 
     #[test]
+    fn every_projection_has_a_lock_and_a_schema_of_its_own() {
+        let locks: std::collections::HashSet<i64> =
+            Projection::ALL.iter().map(|p| p.lock_key()).collect();
+        let schemas: std::collections::HashSet<String> =
+            Projection::ALL.iter().map(|p| p.schema()).collect();
+        assert_eq!(locks.len(), Projection::ALL.len());
+        assert_eq!(schemas.len(), Projection::ALL.len());
+        assert_eq!(Projection::parse("audit"), Some(Projection::Audit));
+        assert_eq!(Projection::Audit.schema(), "proj_audit");
+    }
+
+    #[test]
     fn an_unknown_name_is_refused_with_the_valid_ones() {
         let err = select(&["admins".into(), "nope".into()]).expect_err("unknown");
         assert_eq!(
             err.to_string(),
-            "unknown projection \"nope\": choose from admins, home_widgets"
+            "unknown projection \"nope\": choose from admins, home_widgets, audit"
         );
         assert_eq!(select(&[]).expect("all"), Projection::ALL.to_vec());
     }

@@ -322,6 +322,9 @@ async fn snapshot(db: &Db) -> Snapshot {
         ("proj_admins.checkpoint", "position"),
         ("proj_home_widgets.widgets", "admin_id"),
         ("proj_home_widgets.checkpoint", "position"),
+        ("proj_audit.records", "position"),
+        ("proj_audit.emails", "admin_id"),
+        ("proj_audit.checkpoint", "position"),
     ] {
         let sql = format!("SELECT to_jsonb(t) FROM {table} t ORDER BY {order}");
         let rows = client.query(&sql, &[]).await.expect(table);
@@ -1112,7 +1115,7 @@ async fn rebuilding_an_unknown_projection_names_the_valid_ones() {
             .expect_err("an unknown projection is refused");
     assert_eq!(
         err.to_string(),
-        "unknown projection \"sessions\": choose from admins, home_widgets"
+        "unknown projection \"sessions\": choose from admins, home_widgets, audit"
     );
 }
 

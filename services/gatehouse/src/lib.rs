@@ -7,6 +7,7 @@
 //! - [`org`]: `gatehouse org create`.
 //! - [`telemetry`]: logs (`tracing`) and metrics (Prometheus).
 
+pub mod audit;
 pub mod config;
 pub mod demo;
 pub mod org;

@@ -43,6 +43,11 @@ enum Command {
         #[command(subcommand)]
         command: ProjectionsCommand,
     },
+    /// The audit history: export it, verify its hash chain.
+    Audit {
+        #[command(subcommand)]
+        command: gatehouse::audit::AuditCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -87,6 +92,13 @@ async fn main() {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = cli.config;
     match cli.command {
+        Command::Audit { command } => {
+            if !gatehouse::audit::run(&config, command).await? {
+                // The report is printed; not verifying is the command's answer, not an error.
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Command::Serve { demo, roles } => {
             let roles = Role::parse_list(&roles)?;
             serve::run(&config, &roles, demo).await

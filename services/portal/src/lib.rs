@@ -93,6 +93,17 @@ fn api() -> Router<AppState> {
         .route("/me/api-keys", get(api_keys::list).post(api_keys::create))
         .route("/me/api-keys/{id}", axum::routing::delete(api_keys::revoke))
         .route("/events", get(events::list))
+        .route("/audit/export", get(routes::audit::export::export))
+        .route("/audit/verify", get(routes::audit::verify::verify))
+        .route("/audit/events", get(routes::audit::events::list))
+        .route(
+            "/audit/admins-without-mfa-required",
+            get(routes::audit::replay::admins_without_mfa_required),
+        )
+        .route(
+            "/audit/mfa-coverage",
+            get(routes::audit::replay::mfa_coverage),
+        )
 }
 
 async fn not_found() -> ApiError {

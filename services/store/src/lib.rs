@@ -4,11 +4,14 @@
 //! - [`append`]: appending events to one or many streams atomically, with expected versions,
 //!   gapless global positions and the per-organisation hash chain.
 //! - [`read`]: reading streams, an organisation's history and everything after a position.
+//! - [`audit`]: an organisation's history in keyset batches for exports, and its hash chain
+//!   recomputed from the stored envelopes.
 //!
 //! Appends are serialised on one row lock (`store_head`), so positions are handed out in commit
 //! order: a reader that tails `position > last` never skips an event that commits late.
 
 pub mod append;
+pub mod audit;
 pub mod db;
 pub mod read;
 

@@ -2,6 +2,7 @@
 
 pub mod admins;
 pub mod api_keys;
+pub mod audit;
 pub mod auth;
 pub mod bulk;
 pub mod events;

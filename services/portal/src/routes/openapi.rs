@@ -45,10 +45,13 @@ impl Modify for ApiKeyScheme {
         me::get,
         api_keys::create, api_keys::list, api_keys::revoke,
         events::list,
+        super::audit::export::export, super::audit::verify::verify,
+        super::audit::events::list,
+        super::audit::replay::admins_without_mfa_required, super::audit::replay::mfa_coverage,
         health::healthz, health::readyz, health::metrics,
         openapi_json,
     ),
-    components(schemas(ErrorBody)),
+    components(schemas(super::audit::verify::VerifyAnswer, ErrorBody)),
     modifiers(&ApiKeyScheme),
     tags(
         (name = "auth", description = "Login, Verify Your Identity and the Set Up MFA link"),
@@ -59,6 +62,7 @@ impl Modify for ApiKeyScheme {
         (name = "me", description = "The caller"),
         (name = "api_keys", description = "The caller's API keys"),
         (name = "events", description = "The organisation's events over HTTP"),
+        (name = "audit", description = "The audit history for compliance auditors"),
         (name = "operations", description = "Health, readiness, metrics, this document"),
     )
 )]
