@@ -184,18 +184,7 @@ async fn check_as_of(api: &Api, key: &str, events: &[Value], t: DateTime<Utc>) {
 
 /// The code an independent TOTP implementation (tests/py/totp.py) computes at a Unix time.
 fn independent_code(uri: &str, at: i64) -> String {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/py/totp.py");
-    let output = std::process::Command::new("python3")
-        .arg(script)
-        .arg(uri)
-        .arg(at.to_string())
-        .output()
-        .expect("python3 runs");
-    assert!(output.status.success(), "totp.py failed");
-    String::from_utf8(output.stdout)
-        .expect("utf-8")
-        .trim()
-        .to_owned()
+    gatehouse_tests::browser::totp_code(uri, at)
 }
 
 async fn post(api: &Api, path: &str, body: Value) -> Answer {

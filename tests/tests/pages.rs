@@ -154,19 +154,7 @@ async fn issue_link(api: &Api, admin: Uuid) -> String {
 
 /// The code the independent TOTP (tests/py/totp.py) computes, `steps` steps from now.
 fn code_now(uri: &str, steps: i64) -> String {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/py/totp.py");
-    let at = Utc::now().timestamp() + steps * 30;
-    let output = std::process::Command::new("python3")
-        .arg(script)
-        .arg(uri)
-        .arg(at.to_string())
-        .output()
-        .expect("python3 runs");
-    assert!(output.status.success(), "totp.py failed");
-    String::from_utf8(output.stdout)
-        .expect("utf-8")
-        .trim()
-        .to_owned()
+    gatehouse_tests::browser::totp_code(uri, Utc::now().timestamp() + steps * 30)
 }
 
 /// A JSON post without credentials (the Set Up MFA steps, as the page's script sends them).
