@@ -4,8 +4,10 @@
 //! [`crate::audit_query`].
 //!
 //! The record itself comes from the pure [`gatehouse_events::audit::record`]; [`change`] says
-//! what an event does here (pure), [`write`] looks the emails up in the transaction and stores
-//! the record. A replayed position inserts nothing.
+//! what an event does here (pure), [`write`] stores a run of records in three statements,
+//! looking the emails up in the transaction. A replayed position inserts nothing.
+
+use std::collections::HashMap;
 
 use anyhow::{Context, anyhow};
 use chrono::{DateTime, Utc};
@@ -58,81 +60,132 @@ pub fn change<'a>(envelope: &'a Envelope, event: &'a Event) -> anyhow::Result<Ch
     })
 }
 
-/// A replayed `admin.created` (an id is never reused) keeps the first address.
-const REMEMBER_EMAIL: &str = "
-    INSERT INTO emails (admin_id, email) VALUES ($1, $2) ON CONFLICT (admin_id) DO NOTHING";
+/// Remembers the addresses of a run's `admin.created` events. A replayed one (an id is never
+/// reused) keeps the first address.
+const REMEMBER_EMAILS: &str = "
+    INSERT INTO emails (admin_id, email)
+    SELECT * FROM unnest($1::uuid[], $2::text[])
+    ON CONFLICT (admin_id) DO NOTHING";
 
-const EMAILS: &str = "
-    SELECT (SELECT email FROM emails WHERE admin_id = $1),
-           (SELECT email FROM emails WHERE admin_id = $2)";
+const EMAILS: &str = "SELECT admin_id, email FROM emails WHERE admin_id = ANY($1)";
 
+/// One statement for a whole run of records; a replayed position inserts nothing.
 const INSERT: &str = "
     INSERT INTO records (position, org_id, occurred_at, event_type, initiator_id, resource_id,
                          initiator_email, resource_email, record)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+    SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::timestamptz[], $4::text[], $5::uuid[],
+                         $6::uuid[], $7::text[], $8::text[], $9::jsonb[])
     ON CONFLICT (position) DO NOTHING";
 
-/// Applies a change inside the batch's transaction (whose `search_path` names the schema).
+/// Applies a run of consecutive changes inside the batch's transaction (whose `search_path`
+/// names the schema) in three statements whatever its length: remember the run's new emails,
+/// look up every email its records show, insert the records.
+///
+/// The emails of a run are remembered before any of its records is written, so a record shows
+/// the email of an admin created earlier in the same run, as it would one event at a time.
 pub async fn write(
     tx: &deadpool_postgres::Transaction<'_>,
-    change: &Change<'_>,
+    changes: &[Change<'_>],
 ) -> anyhow::Result<()> {
-    if let Some((admin_id, email)) = change.email {
-        exec(tx, REMEMBER_EMAIL, &[&admin_id, &email])
-            .await
-            .context("remembering an admin's email")?;
+    if changes.is_empty() {
+        return Ok(());
     }
-    let (initiator_email, resource_email): (Option<String>, Option<String>) =
-        if change.initiator.is_some() || change.resource_admin.is_some() {
-            let statement = tx
-                .prepare_cached(EMAILS)
-                .await
-                .context("preparing the email look-up")?;
-            let row = tx
-                .query_one(&statement, &[&change.initiator, &change.resource_admin])
-                .await
-                .context("looking up the emails of a record")?;
-            (row.try_get(0)?, row.try_get(1)?)
-        } else {
-            (None, None)
-        };
-    let emails = |id: Uuid| {
-        if Some(id) == change.initiator {
-            initiator_email.clone()
-        } else if Some(id) == change.resource_admin {
-            resource_email.clone()
-        } else {
-            None
-        }
-    };
-    let record = audit::record(change.envelope, change.event, &emails);
-    insert(tx, &record, change.occurred_at).await
-}
+    let (new_ids, new_emails): (Vec<Uuid>, Vec<&str>) =
+        changes.iter().filter_map(|c| c.email).unzip();
+    if !new_ids.is_empty() {
+        exec(tx, REMEMBER_EMAILS, &[&new_ids, &new_emails])
+            .await
+            .context("remembering admins' emails")?;
+    }
 
-async fn insert(
-    tx: &deadpool_postgres::Transaction<'_>,
-    record: &AuditRecord,
-    occurred_at: DateTime<Utc>,
-) -> anyhow::Result<()> {
-    let json = serde_json::to_value(record).context("serialising an audit record")?;
-    let resource_id = record.resource.id.unwrap_or(record.organization);
+    let mut wanted: Vec<Uuid> = changes
+        .iter()
+        .flat_map(|c| [c.initiator, c.resource_admin])
+        .flatten()
+        .collect();
+    wanted.sort_unstable();
+    wanted.dedup();
+    let mut emails: HashMap<Uuid, String> = HashMap::with_capacity(wanted.len());
+    if !wanted.is_empty() {
+        let statement = tx
+            .prepare_cached(EMAILS)
+            .await
+            .context("preparing the email look-up")?;
+        for row in tx
+            .query(&statement, &[&wanted])
+            .await
+            .context("looking up the emails of the records")?
+        {
+            emails.insert(row.try_get(0)?, row.try_get(1)?);
+        }
+    }
+
+    let mut rows = Rows::with_capacity(changes.len());
+    for change in changes {
+        let record = audit::record(change.envelope, change.event, &|id| emails.get(&id).cloned());
+        rows.push(record, change.occurred_at)?;
+    }
     exec(
         tx,
         INSERT,
         &[
-            &record.position,
-            &record.organization,
-            &occurred_at,
-            &record.event_type,
-            &record.initiated_by.id,
-            &resource_id,
-            &record.initiated_by.email,
-            &record.resource.email,
-            &json,
+            &rows.position,
+            &rows.org_id,
+            &rows.occurred_at,
+            &rows.event_type,
+            &rows.initiator_id,
+            &rows.resource_id,
+            &rows.initiator_email,
+            &rows.resource_email,
+            &rows.record,
         ],
     )
     .await
     .context("writing to the audit read model")
+}
+
+/// The columns of a run of records, one array per column for [`INSERT`].
+struct Rows {
+    position: Vec<i64>,
+    org_id: Vec<Uuid>,
+    occurred_at: Vec<DateTime<Utc>>,
+    event_type: Vec<String>,
+    initiator_id: Vec<Option<Uuid>>,
+    resource_id: Vec<Uuid>,
+    initiator_email: Vec<Option<String>>,
+    resource_email: Vec<Option<String>>,
+    record: Vec<serde_json::Value>,
+}
+
+impl Rows {
+    fn with_capacity(n: usize) -> Rows {
+        Rows {
+            position: Vec::with_capacity(n),
+            org_id: Vec::with_capacity(n),
+            occurred_at: Vec::with_capacity(n),
+            event_type: Vec::with_capacity(n),
+            initiator_id: Vec::with_capacity(n),
+            resource_id: Vec::with_capacity(n),
+            initiator_email: Vec::with_capacity(n),
+            resource_email: Vec::with_capacity(n),
+            record: Vec::with_capacity(n),
+        }
+    }
+
+    fn push(&mut self, record: AuditRecord, occurred_at: DateTime<Utc>) -> anyhow::Result<()> {
+        let json = serde_json::to_value(&record).context("serialising an audit record")?;
+        self.position.push(record.position);
+        self.org_id.push(record.organization);
+        self.occurred_at.push(occurred_at);
+        self.resource_id
+            .push(record.resource.id.unwrap_or(record.organization));
+        self.event_type.push(record.event_type);
+        self.initiator_id.push(record.initiated_by.id);
+        self.initiator_email.push(record.initiated_by.email);
+        self.resource_email.push(record.resource.email);
+        self.record.push(json);
+        Ok(())
+    }
 }
 
 #[cfg(test)]

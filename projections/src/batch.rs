@@ -12,7 +12,6 @@ use gatehouse_store::Db;
 use tokio_postgres::types::ToSql;
 
 use crate::Projection;
-use crate::projection::Outcome;
 use crate::schema::quote;
 
 /// The Postgres channel on which each committed batch announces `<name>:<checkpoint>`.
@@ -28,6 +27,9 @@ pub(crate) async fn exec(
     let statement = tx.prepare_cached(sql).await?;
     tx.execute(&statement, params).await.map(|_| ())
 }
+
+/// Events queued in a batch before they are written together.
+const WRITE_RUN: usize = 1_000;
 
 /// Which schema a batch writes, and how.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,8 +59,12 @@ pub(crate) struct Batch<'c> {
     tx: deadpool_postgres::Transaction<'c>,
     /// The checkpoint as last saved in this transaction.
     saved: i64,
-    /// The checkpoint as applied in this transaction.
+    /// The checkpoint as applied in this transaction, counting the queued events.
     checkpoint: i64,
+    /// Consecutive events accepted by [`Batch::apply`] and not written yet: written together
+    /// (one statement per run for the models that can) when the run is full, and before the
+    /// checkpoint is saved.
+    queued: Vec<Envelope>,
 }
 
 impl<'c> Batch<'c> {
@@ -97,16 +103,19 @@ impl<'c> Batch<'c> {
             tx,
             saved: checkpoint,
             checkpoint,
+            queued: Vec::new(),
         })
     }
 
-    /// The last position applied, counting this batch's events.
+    /// The last position applied, counting this batch's events (written or queued).
     pub fn checkpoint(&self) -> i64 {
         self.checkpoint
     }
 
-    pub fn tx(&self) -> &deadpool_postgres::Transaction<'c> {
-        &self.tx
+    /// The transaction, with every queued event written to it.
+    pub async fn tx(&mut self) -> anyhow::Result<&deadpool_postgres::Transaction<'c>> {
+        self.write_queued().await?;
+        Ok(&self.tx)
     }
 
     /// Applies the event if it is the next one; one already applied is skipped. A later one is
@@ -122,10 +131,21 @@ impl<'c> Batch<'c> {
             self.checkpoint,
             self.projection.name()
         );
-        // An unreadable event was logged by `apply`; it counts as applied, or it would stall
-        // every event after it.
-        let _: Outcome = self.projection.apply(&self.tx, envelope).await?;
+        // An unreadable event is logged when written; it counts as applied, or it would
+        // stall every event after it.
+        self.queued.push(envelope.clone());
         self.checkpoint = position;
+        if self.queued.len() >= WRITE_RUN {
+            self.write_queued().await?;
+        }
+        Ok(())
+    }
+
+    async fn write_queued(&mut self) -> anyhow::Result<()> {
+        if !self.queued.is_empty() {
+            self.projection.apply(&self.tx, &self.queued).await?;
+            self.queued.clear();
+        }
         Ok(())
     }
 
@@ -149,8 +169,9 @@ impl<'c> Batch<'c> {
         Ok(())
     }
 
-    /// Writes the checkpoint (in the transaction) if it advanced.
+    /// Writes the queued events and the checkpoint (in the transaction) if it advanced.
     pub async fn save(&mut self) -> anyhow::Result<()> {
+        self.write_queued().await?;
         if self.checkpoint > self.saved {
             self.tx
                 .execute("UPDATE checkpoint SET position = $1", &[&self.checkpoint])

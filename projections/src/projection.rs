@@ -1,7 +1,7 @@
 //! The registry of read models: their names, schemas, DDL, locks, and the dispatch of an event
 //! to the model's pure `change` and its SQL `write`.
 
-use gatehouse_events::{DecodeError, Envelope};
+use gatehouse_events::{DecodeError, Envelope, Event};
 
 use crate::{admins, audit, home_widgets};
 
@@ -11,15 +11,6 @@ pub enum Projection {
     Admins,
     HomeWidgets,
     Audit,
-}
-
-/// What applying one event did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// The model changed (or the event was one it has nothing to do with).
-    Applied,
-    /// The event could not be read (unknown type, malformed data): skipped, and logged.
-    Skipped,
 }
 
 impl Projection {
@@ -70,50 +61,71 @@ impl Projection {
         }
     }
 
-    /// Applies one event in the transaction (whose `search_path` names the model's schema).
-    /// Database failures are errors (the batch is retried); an unreadable event is skipped and
-    /// logged, since retrying could never succeed and would stall every event after it.
+    /// Applies a run of consecutive events in the transaction (whose `search_path` names the
+    /// model's schema). Database failures are errors (the batch is retried); an unreadable event
+    /// is skipped and logged, since retrying could never succeed and would stall every event
+    /// after it.
     pub(crate) async fn apply(
         self,
         tx: &deadpool_postgres::Transaction<'_>,
-        envelope: &Envelope,
-    ) -> anyhow::Result<Outcome> {
-        let event = match envelope.event() {
-            Ok(event) => event,
+        envelopes: &[Envelope],
+    ) -> anyhow::Result<()> {
+        let events: Vec<(&Envelope, Event)> = envelopes
+            .iter()
+            .filter_map(|envelope| Some((envelope, self.decode(envelope)?)))
+            .collect();
+        match self {
+            Projection::Admins => {
+                for (envelope, event) in &events {
+                    match admins::change(envelope, event) {
+                        Ok(Some(change)) => admins::write(tx, &change).await?,
+                        Ok(None) => {}
+                        Err(e) => self.skip(envelope, &e),
+                    }
+                }
+            }
+            Projection::HomeWidgets => {
+                for (envelope, event) in &events {
+                    match home_widgets::change(envelope, event) {
+                        Ok(Some(change)) => home_widgets::write(tx, &change).await?,
+                        Ok(None) => {}
+                        Err(e) => self.skip(envelope, &e),
+                    }
+                }
+            }
+            // The audit model writes a record per event: one set of statements for the run.
+            Projection::Audit => {
+                let mut changes = Vec::with_capacity(events.len());
+                for (envelope, event) in &events {
+                    match audit::change(envelope, event) {
+                        Ok(change) => changes.push(change),
+                        Err(e) => self.skip(envelope, &e),
+                    }
+                }
+                audit::write(tx, &changes).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The event of an envelope, or `None` (logged) when this version cannot read it.
+    fn decode(self, envelope: &Envelope) -> Option<Event> {
+        match envelope.event() {
+            Ok(event) => Some(event),
             Err(DecodeError::UnknownType(event_type)) => {
                 tracing::debug!(projection = self.name(), position = envelope.position, %event_type, "skipping an event type this version does not know");
-                return Ok(Outcome::Skipped);
+                None
             }
             Err(e @ DecodeError::Malformed { .. }) => {
                 tracing::error!(projection = self.name(), position = envelope.position, error = %e, "skipping an event whose data cannot be read");
-                return Ok(Outcome::Skipped);
-            }
-        };
-        let planned = match self {
-            Projection::Admins => admins::change(envelope, &event).map(|c| c.map(Planned::Admins)),
-            Projection::HomeWidgets => {
-                home_widgets::change(envelope, &event).map(|c| c.map(Planned::HomeWidgets))
-            }
-            Projection::Audit => audit::change(envelope, &event).map(|c| Some(Planned::Audit(c))),
-        };
-        match planned {
-            Ok(Some(Planned::Admins(change))) => admins::write(tx, &change).await?,
-            Ok(Some(Planned::HomeWidgets(change))) => home_widgets::write(tx, &change).await?,
-            Ok(Some(Planned::Audit(change))) => audit::write(tx, &change).await?,
-            Ok(None) => {}
-            Err(e) => {
-                tracing::error!(projection = self.name(), position = envelope.position, error = %format!("{e:#}"), "skipping an event that cannot be applied");
-                return Ok(Outcome::Skipped);
+                None
             }
         }
-        Ok(Outcome::Applied)
     }
-}
 
-enum Planned<'a> {
-    Admins(admins::Change),
-    HomeWidgets(home_widgets::Change),
-    Audit(audit::Change<'a>),
+    fn skip(self, envelope: &Envelope, error: &anyhow::Error) {
+        tracing::error!(projection = self.name(), position = envelope.position, error = %format!("{error:#}"), "skipping an event that cannot be applied");
+    }
 }
 
 /// The projections named, all of them when `names` is empty.

@@ -168,6 +168,7 @@ async fn swap(db: &Db, projection: Projection) -> anyhow::Result<i64> {
     let old = quote(&format!("{}_old", projection.schema()));
     batch
         .tx()
+        .await?
         .batch_execute(&format!(
             "DROP SCHEMA IF EXISTS {old} CASCADE;
              ALTER SCHEMA {live} RENAME TO {old};
@@ -177,6 +178,6 @@ async fn swap(db: &Db, projection: Projection) -> anyhow::Result<i64> {
         .await
         .with_context(|| format!("swapping in the rebuilt {}", projection.name()))?;
     let checkpoint = batch.checkpoint();
-    notify(batch.tx(), projection, checkpoint).await?;
+    notify(batch.tx().await?, projection, checkpoint).await?;
     batch.commit().await
 }
