@@ -139,13 +139,33 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
         .batch_execute(&format!("CREATE DATABASE {}", env.database))
         .await
         .context("creating the benchmark's database")?;
-    let result = scenarios(&env).await;
+    // Interrupted (Ctrl-C, or a TERM), the benchmark still removes its database and stream.
+    let result = tokio::select! {
+        result = scenarios(&env) => result,
+        signal = interrupted() => Err(anyhow::anyhow!("interrupted by {signal}")),
+    };
     cleanup(&env, &admin).await;
     let rows = result?;
     println!("\n{}", report::table(&rows));
     report::write(&args.output, &rows)?;
     println!("written to {}", args.output.display());
     Ok(())
+}
+
+/// Resolves on the first SIGINT or SIGTERM, naming it.
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(mut int), Ok(mut term)) => tokio::select! {
+            _ = int.recv() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        },
+        // Without signal handlers, never: the default action ends the process.
+        _ => std::future::pending().await,
+    }
 }
 
 async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {

@@ -88,6 +88,10 @@ async fn rebuild_locked(
         progress(done, total.max(done));
     }
 
+    // Fresh tables have no statistics yet: without them the planner reads whole tables for
+    // queries that an index answers (e.g. an export's keyset batches).
+    analyze_shadows(db, projections).await?;
+
     for projection in projections {
         let checkpoint = swap(db, *projection).await?;
         tracing::info!(
@@ -123,6 +127,33 @@ async fn prepare_shadows(db: &Db, projections: &[Projection]) -> anyhow::Result<
         schema::create(&tx, *projection, &next).await?;
     }
     tx.commit().await.context("committing the shadow schemas")?;
+    Ok(())
+}
+
+/// Gathers the planner's statistics on the shadow schemas' tables.
+async fn analyze_shadows(db: &Db, projections: &[Projection]) -> anyhow::Result<()> {
+    let client = db
+        .pool
+        .get()
+        .await
+        .context("getting a Postgres connection")?;
+    for projection in projections {
+        let next = projection.next_schema();
+        let tables = client
+            .query(
+                "SELECT tablename FROM pg_tables WHERE schemaname = $1",
+                &[&next],
+            )
+            .await
+            .with_context(|| format!("listing the tables of {next}"))?;
+        for row in tables {
+            let table: &str = row.get(0);
+            client
+                .batch_execute(&format!("ANALYZE {}.{}", quote(&next), quote(table)))
+                .await
+                .with_context(|| format!("analysing {next}.{table}"))?;
+        }
+    }
     Ok(())
 }
 
