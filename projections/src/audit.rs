@@ -122,7 +122,9 @@ pub async fn write(
 
     let mut rows = Rows::with_capacity(changes.len());
     for change in changes {
-        let record = audit::record(change.envelope, change.event, &|id| emails.get(&id).cloned());
+        let record = audit::record(change.envelope, change.event, &|id| {
+            emails.get(&id).cloned()
+        });
         rows.push(record, change.occurred_at)?;
     }
     exec(
