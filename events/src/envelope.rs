@@ -1,6 +1,7 @@
 //! The CloudEvents 1.0 envelope (structured JSON mode) of SPEC §4.
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -34,7 +35,7 @@ impl Actor {
 /// order does not matter to verification.
 ///
 /// Invariant: no field is a float, every key is ASCII, and `data` never holds a secret.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Envelope {
     pub specversion: String,
     pub id: Uuid,

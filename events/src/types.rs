@@ -3,11 +3,12 @@
 //! readable wherever they are stored.
 
 use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 /// Administrator roles, with JumpCloud's names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     AdministratorWithBilling,
@@ -45,7 +46,7 @@ impl Role {
 }
 
 /// Why an administrator's MFA is required.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RequirementSource {
     /// Set when the admin was created.
@@ -72,101 +73,140 @@ impl RequirementSource {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct OrgCreated {
+    /// The organisation.
     pub org_id: Uuid,
+    /// The organisation's name.
     pub name: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct OrgRef {
+    /// The organisation.
     pub org_id: Uuid,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct AdminRef {
+    /// The administrator the event is about.
     pub admin_id: Uuid,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct AdminCreated {
+    /// The administrator the event is about.
     pub admin_id: Uuid,
+    /// The administrator's email address (lower case).
     pub email: String,
+    /// The administrator's first name.
     pub first_name: String,
+    /// The administrator's last name.
     pub last_name: String,
+    /// The administrator's role.
     pub role: Role,
+    /// Whether MFA was required from creation.
     pub mfa_required: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct MfaRequired {
+    /// The administrator the event is about.
     pub admin_id: Uuid,
+    /// Why MFA is now required.
     pub source: RequirementSource,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct MfaResetRequested {
+    /// The administrator the event is about.
     pub admin_id: Uuid,
+    /// The administrator asked for the reset themselves, rather than another administrator.
     pub requested_by_self: bool,
+    /// When the Set Up MFA link sent for this reset expires.
     #[serde(with = "millis")]
+    #[schemars(with = "crate::schema::Time")]
     pub expires_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct MfaEnrollmentStarted {
+    /// The administrator the event is about.
     pub admin_id: Uuid,
+    /// The second factor: `totp`.
     pub method: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct MfaEnrollmentCompleted {
+    /// The administrator the event is about.
     pub admin_id: Uuid,
+    /// The second factor: `totp`.
     pub method: String,
+    /// A factor enrolled before was replaced.
     pub replaced_previous: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct MfaLocked {
+    /// The administrator the event is about.
     pub admin_id: Uuid,
+    /// Consecutive wrong codes that caused the lockout.
     pub failed_attempts: u32,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct LoginSucceeded {
+    /// The administrator the event is about.
     pub admin_id: Uuid,
+    /// A second factor was part of the login.
     pub mfa: bool,
+    /// `totp`, or `none` when no second factor was asked.
     pub mfa_type: String,
+    /// What the login opens: `session` (a portal session).
     pub auth_method: String,
+    /// The address the request came from.
     pub client_ip: String,
+    /// The client's User-Agent.
     pub user_agent: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct LoginFailed {
+    /// The administrator the event is about.
     pub admin_id: Uuid,
+    /// `invalid_password`, `invalid_code` or `locked`.
     pub reason: String,
+    /// The address the request came from.
     pub client_ip: String,
+    /// The client's User-Agent.
     pub user_agent: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct HomeWidgetChanged {
+    /// The administrator the event is about.
     pub admin_id: Uuid,
+    /// The Home widget: `admins_without_mfa_required`.
     pub widget: String,
+    /// Whether the administrator now shows it.
     pub visible: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ApiKeyChanged {
+    /// The administrator the event is about.
     pub admin_id: Uuid,
+    /// The API key's id (never the key).
     pub key_id: Uuid,
 }
 
 /// An administrator read the audit history (SPEC §5): an auditor's access is history too.
 /// `action` names the read (`events`, `export`, `verify`, `admins_without_mfa_required`,
 /// `mfa_coverage`); `query` holds the parameters that shaped the answer, as given.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct AuditAccessed {
+    /// The administrator the event is about.
     pub admin_id: Uuid,
     pub action: String,
     #[serde(default)]
@@ -177,7 +217,7 @@ pub struct AuditAccessed {
 pub const WIDGET_ADMINS_WITHOUT_MFA_REQUIRED: &str = "admins_without_mfa_required";
 
 /// Every event Gatehouse writes, at the current version of its type.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", content = "data")]
 pub enum Event {
     #[serde(rename = "gatehouse.org.created.v1")]
@@ -302,16 +342,18 @@ impl Event {
         }
     }
 
-    /// Reads an event of any known type and version, upcasting old versions to the current one.
-    /// Unknown fields are ignored, as consumers are asked to do.
+    /// Reads an event of any known type and version, upcasting old versions to the current one
+    /// ([`crate::upcast::UPCASTERS`]). Unknown fields are ignored, as consumers are asked to do.
     pub fn decode(event_type: &str, data: &serde_json::Value) -> Result<Event, DecodeError> {
+        let (event_type, data) =
+            crate::upcast::to_current(crate::upcast::UPCASTERS, event_type, data)?;
         let tagged = serde_json::json!({ "type": event_type, "data": data });
         serde_json::from_value(tagged).map_err(|e| {
             if e.to_string().starts_with("unknown variant") {
-                DecodeError::UnknownType(event_type.to_owned())
+                DecodeError::UnknownType(event_type.to_string())
             } else {
                 DecodeError::Malformed {
-                    event_type: event_type.to_owned(),
+                    event_type: event_type.to_string(),
                     reason: e.to_string(),
                 }
             }

@@ -4,6 +4,8 @@
 //!   subject prefix of the test's own, all removed when the test ends, so tests run in parallel
 //!   and twice in a row.
 //! - [`browser::Browser`]: a headless Chromium through a chromedriver of a test's own.
+//! - [`producer::Producer`]: events made through the command service and published by the real
+//!   relay, for tests of downstream consumers.
 //!
 //! The services are found through `GATEHOUSE_TEST_DATABASE_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/postgres`) and `GATEHOUSE_TEST_NATS_URL` (default
@@ -11,6 +13,7 @@
 
 pub mod browser;
 pub mod faults;
+pub mod producer;
 pub mod smtp;
 
 use std::str::FromStr;

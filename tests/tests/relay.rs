@@ -179,6 +179,18 @@ async fn ready_stream(env: &TestEnv, cfg: &RelayConfig) {
         .expect("the stream is created");
 }
 
+/// The stream's configuration as JetStream reports it.
+async fn stream_config(env: &TestEnv) -> stream::Config {
+    env.jetstream
+        .get_stream(&env.stream)
+        .await
+        .expect("the stream")
+        .get_info()
+        .await
+        .expect("info")
+        .config
+}
+
 fn positions_of(recorded: &[gatehouse_store::Recorded]) -> Vec<i64> {
     recorded.iter().map(|r| r.envelope.position).collect()
 }
@@ -694,11 +706,20 @@ async fn republishing_after_the_stream_was_deleted_restores_every_event_with_its
     let first = gatehouse_relay::republish(&env.db, &env.jetstream, &cfg, 1, Some(3))
         .await
         .expect("republish 1..=3");
-    assert_eq!(first, 3);
+    assert_eq!((first.events, first.duplicates), (3, 0));
+    assert_eq!((first.first, first.last), (Some(1), Some(3)));
     let rest = gatehouse_relay::republish(&env.db, &env.jetstream, &cfg, 4, None)
         .await
         .expect("republish 4..");
-    assert_eq!(rest, 2);
+    assert_eq!((rest.events, rest.duplicates), (2, 0));
+    let again = gatehouse_relay::republish(&env.db, &env.jetstream, &cfg, 1, None)
+        .await
+        .expect("republish everything again");
+    assert_eq!(
+        (again.events, again.duplicates),
+        (5, 5),
+        "JetStream already held every event"
+    );
 
     let after = stream_messages(&env.jetstream, &env.stream).await;
     assert_eq!(positions(&after), (1..=5).collect::<Vec<i64>>());
@@ -715,25 +736,96 @@ async fn republishing_after_the_stream_was_deleted_restores_every_event_with_its
 }
 
 #[tokio::test]
-async fn ensuring_the_stream_twice_keeps_one_file_stream_with_the_duplicate_window() {
+async fn ensuring_the_stream_twice_applies_the_configured_settings_and_changes_nothing() {
     let env = TestEnv::new().await;
     let cfg = RelayConfig {
         duplicate_window: Duration::from_secs(90),
+        max_age: Duration::from_secs(7 * 24 * 3600),
+        replicas: 1,
         ..config(&env)
     };
     ready_stream(&env, &cfg).await;
+    let first = stream_config(&env).await;
     ready_stream(&env, &cfg).await;
-    let info = env
-        .jetstream
-        .get_stream(&env.stream)
+    let second = stream_config(&env).await;
+
+    assert_eq!(first.subjects, vec![format!("{}.>", env.prefix)]);
+    assert_eq!(first.storage, stream::StorageType::File);
+    assert_eq!(first.retention, stream::RetentionPolicy::Limits);
+    assert_eq!(first.duplicate_window, Duration::from_secs(90));
+    assert_eq!(first.max_age, Duration::from_secs(7 * 24 * 3600));
+    assert_eq!(first.num_replicas, 1);
+    assert_eq!(first, second, "ensuring it again changes nothing");
+}
+
+#[tokio::test]
+async fn ensuring_the_stream_applies_changed_settings_and_recreates_a_deleted_one() {
+    let env = TestEnv::new().await;
+    ready_stream(&env, &config(&env)).await;
+    let defaults = stream_config(&env).await;
+    assert_eq!(defaults.duplicate_window, Duration::from_secs(120));
+    assert_eq!(
+        defaults.max_age,
+        Duration::ZERO,
+        "messages are kept forever by default"
+    );
+
+    let changed = RelayConfig {
+        duplicate_window: Duration::from_secs(30),
+        max_age: Duration::from_secs(3600),
+        ..config(&env)
+    };
+    ready_stream(&env, &changed).await;
+    let updated = stream_config(&env).await;
+    assert_eq!(updated.duplicate_window, Duration::from_secs(30));
+    assert_eq!(updated.max_age, Duration::from_secs(3600));
+
+    env.jetstream
+        .delete_stream(&env.stream)
         .await
-        .expect("the stream")
-        .get_info()
-        .await
-        .expect("info");
-    assert_eq!(info.config.subjects, vec![format!("{}.>", env.prefix)]);
-    assert_eq!(info.config.storage, stream::StorageType::File);
-    assert_eq!(info.config.retention, stream::RetentionPolicy::Limits);
-    assert_eq!(info.config.duplicate_window, Duration::from_secs(90));
-    assert_eq!(info.config.num_replicas, 1);
+        .expect("delete the stream");
+    ready_stream(&env, &changed).await;
+    let recreated = stream_config(&env).await;
+    assert_eq!(recreated.storage, stream::StorageType::File);
+    assert_eq!(recreated.duplicate_window, Duration::from_secs(30));
+    assert_eq!(recreated.max_age, Duration::from_secs(3600));
+    assert_eq!(recreated.num_replicas, 1);
+}
+
+#[tokio::test]
+async fn ensuring_the_stream_refuses_settings_jetstream_cannot_keep_and_creates_nothing() {
+    let env = TestEnv::new().await;
+    let refused = [
+        RelayConfig {
+            replicas: 0,
+            ..config(&env)
+        },
+        RelayConfig {
+            replicas: 6,
+            ..config(&env)
+        },
+        RelayConfig {
+            duplicate_window: Duration::ZERO,
+            ..config(&env)
+        },
+        RelayConfig {
+            duplicate_window: Duration::from_secs(120),
+            max_age: Duration::from_secs(60),
+            ..config(&env)
+        },
+    ];
+    for cfg in refused {
+        let error = gatehouse_relay::ensure_stream(&env.jetstream, &cfg)
+            .await
+            .expect_err("refused");
+        let message = error.to_string();
+        assert!(
+            message.contains("GATEHOUSE_NATS_"),
+            "the error names the setting: {message}"
+        );
+    }
+    assert!(
+        env.jetstream.get_stream(&env.stream).await.is_err(),
+        "no stream was created"
+    );
 }

@@ -1,6 +1,7 @@
 //! Configuration by environment (SPEC §2); flags may override.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use anyhow::{anyhow, bail};
 use clap::Args;
@@ -57,6 +58,32 @@ pub struct Config {
         global = true
     )]
     pub nats_prefix: String,
+    /// Replicas of the JetStream stream: 1 on a single server, 3 on a cluster (at most 5).
+    #[arg(
+        long,
+        env = "GATEHOUSE_NATS_REPLICAS",
+        default_value_t = 1,
+        value_parser = clap::value_parser!(u8).range(1..=5),
+        global = true
+    )]
+    pub nats_replicas: u8,
+    /// Seconds JetStream remembers a message id to drop the copies a retry publishes.
+    #[arg(
+        long,
+        env = "GATEHOUSE_NATS_DUPLICATE_WINDOW",
+        default_value_t = 120,
+        value_parser = clap::value_parser!(u64).range(1..),
+        global = true
+    )]
+    pub nats_duplicate_window: u64,
+    /// Seconds the stream keeps a message; 0 keeps every message forever.
+    #[arg(
+        long,
+        env = "GATEHOUSE_NATS_MAX_AGE",
+        default_value_t = 0,
+        global = true
+    )]
+    pub nats_max_age: u64,
     /// 32 bytes, base64: encrypts TOTP secrets at rest. Required outside `--demo`.
     #[arg(
         long,
@@ -115,6 +142,19 @@ impl Config {
         )
     }
 
+    /// Where and how the relay publishes, and the stream's settings; refuses settings JetStream
+    /// cannot keep (a duplicate window longer than the max age).
+    pub fn relay_config(&self) -> anyhow::Result<gatehouse_relay::RelayConfig> {
+        let cfg = gatehouse_relay::RelayConfig {
+            replicas: usize::from(self.nats_replicas),
+            duplicate_window: Duration::from_secs(self.nats_duplicate_window),
+            max_age: Duration::from_secs(self.nats_max_age),
+            ..gatehouse_relay::RelayConfig::new(&self.nats_stream, &self.nats_prefix)
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
     pub fn db_config(&self) -> gatehouse_store::DbConfig {
         gatehouse_store::DbConfig {
             url: self.database_url.clone(),
@@ -161,7 +201,53 @@ impl Role {
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser;
+
     use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: Config,
+    }
+
+    fn relay_config(args: &[&str]) -> anyhow::Result<gatehouse_relay::RelayConfig> {
+        let cli = Cli::try_parse_from(std::iter::once("gatehouse").chain(args.iter().copied()))?;
+        cli.config.relay_config()
+    }
+
+    #[test]
+    fn the_stream_keeps_every_event_on_one_replica_with_a_two_minute_window_by_default() {
+        let cfg = relay_config(&["--nats-stream", "S", "--nats-prefix", "p"]).expect("valid");
+        assert_eq!((cfg.stream.as_str(), cfg.prefix.as_str()), ("S", "p"));
+        assert_eq!(cfg.replicas, 1);
+        assert_eq!(cfg.duplicate_window, Duration::from_secs(120));
+        assert_eq!(cfg.max_age, Duration::ZERO);
+    }
+
+    #[test]
+    fn stream_settings_are_read_and_those_jetstream_cannot_keep_are_refused() {
+        let cfg = relay_config(&[
+            "--nats-replicas",
+            "3",
+            "--nats-duplicate-window",
+            "30",
+            "--nats-max-age",
+            "86400",
+        ])
+        .expect("valid");
+        assert_eq!(cfg.replicas, 3);
+        assert_eq!(cfg.duplicate_window, Duration::from_secs(30));
+        assert_eq!(cfg.max_age, Duration::from_secs(86400));
+        for bad in [
+            &["--nats-replicas", "0"][..],
+            &["--nats-replicas", "6"],
+            &["--nats-duplicate-window", "0"],
+            &["--nats-max-age", "60"],
+        ] {
+            assert!(relay_config(bad).is_err(), "{bad:?} is refused");
+        }
+    }
 
     #[test]
     fn roles_parse_and_refuse_unknown_names() {

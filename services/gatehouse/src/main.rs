@@ -1,7 +1,7 @@
 //! `gatehouse`: the one binary (SPEC §2).
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use gatehouse::{Config, Role, org, serve, services, telemetry};
 use gatehouse_auth::Passwords;
 use gatehouse_auth::secretbox::SecretKey;
@@ -48,6 +48,11 @@ enum Command {
         #[command(subcommand)]
         command: gatehouse::audit::AuditCommand,
     },
+    /// The relay to NATS JetStream: publish a range of the event store again.
+    Relay {
+        #[command(subcommand)]
+        command: gatehouse::relay::RelayCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -83,6 +88,14 @@ enum ProjectionsCommand {
 async fn main() {
     telemetry::init_logs();
     let cli = Cli::parse();
+    if let Command::Relay { command } = &cli.command
+        && let Err(message) = command.check()
+    {
+        // A usage error, reported (and exiting 2) the way clap reports its own.
+        Cli::command()
+            .error(clap::error::ErrorKind::ValueValidation, message)
+            .exit();
+    }
     if let Err(e) = run(cli).await {
         eprintln!("error: {e:#}");
         std::process::exit(1);
@@ -99,6 +112,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Relay { command } => gatehouse::relay::run(&config, command).await,
         Command::Serve { demo, roles } => {
             let roles = Role::parse_list(&roles)?;
             serve::run(&config, &roles, demo).await

@@ -6,7 +6,6 @@ use anyhow::Context;
 use gatehouse_auth::Passwords;
 use gatehouse_commands::Commands;
 use gatehouse_projections::{Checkpoints, ProjectionsConfig};
-use gatehouse_relay::RelayConfig;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -49,10 +48,10 @@ impl Running {
 /// Migrates, then starts the roles. `demo` seeds the demo organisation first.
 pub async fn start(config: &Config, roles: &[Role], demo_mode: bool) -> anyhow::Result<Running> {
     let secret_key = config.secret_key(demo_mode)?;
+    let relay_config = config.relay_config()?;
     let db = services::database(config).await?;
     let nats = services::nats(config).await?;
     let jetstream = async_nats::jetstream::new(nats.clone());
-    let relay_config = RelayConfig::new(&config.nats_stream, &config.nats_prefix);
     gatehouse_relay::ensure_stream(&jetstream, &relay_config)
         .await
         .context("creating the JetStream stream")?;
@@ -149,7 +148,8 @@ pub async fn run(config: &Config, roles: &[Role], demo_mode: bool) -> anyhow::Re
     running.wait().await
 }
 
-async fn shutdown_signal() {
+/// Resolves on Ctrl-C or SIGTERM.
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

@@ -25,8 +25,8 @@ pub mod telemetry;
 use std::time::Duration;
 
 pub use leader::LEADER_LOCK_KEY;
-pub use publish::{CHAIN_HEADER, POSITION_HEADER};
-pub use republish::republish;
+pub use publish::{CHAIN_HEADER, POSITION_HEADER, Published};
+pub use republish::{Republished, Step, republish, republish_with_progress};
 pub use run::run;
 pub use stream::ensure_stream;
 
@@ -42,10 +42,15 @@ pub struct RelayConfig {
     /// Publishes awaiting their acknowledgement at once. Keep it at or below the JetStream
     /// context's `max_ack_inflight` (5 000 by default), which bounds them too.
     pub max_in_flight: usize,
-    /// Replicas of the stream (1 on a single server, 3 on a cluster).
+    /// Replicas of the stream (1 on a single server, 3 on a cluster; JetStream allows 1 to 5).
     pub replicas: usize,
-    /// How long JetStream remembers message ids to drop duplicates.
+    /// How long JetStream remembers message ids to drop duplicates. A relay that crashes
+    /// between publishing and saving its cursor must be back within it, or its next publish
+    /// stores copies (consumers deduplicate by position anyway).
     pub duplicate_window: Duration,
+    /// How long the stream keeps a message; zero keeps every message forever. The event store
+    /// stays the system of record either way: `gatehouse relay republish` restores any range.
+    pub max_age: Duration,
 }
 
 impl RelayConfig {
@@ -57,10 +62,12 @@ impl RelayConfig {
             max_in_flight: 1024,
             replicas: 1,
             duplicate_window: Duration::from_secs(120),
+            max_age: Duration::ZERO,
         }
     }
 
-    fn validate(&self) -> anyhow::Result<()> {
+    /// Refuses settings JetStream or the relay cannot work with, saying which and why.
+    pub fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(
             self.batch_size > 0,
             "the relay's batch size must be at least 1"
@@ -72,6 +79,23 @@ impl RelayConfig {
         anyhow::ensure!(
             !self.prefix.is_empty(),
             "the NATS subject prefix must not be empty"
+        );
+        anyhow::ensure!(
+            (1..=5).contains(&self.replicas),
+            "the stream's replicas (GATEHOUSE_NATS_REPLICAS) must be between 1 and 5, not {}",
+            self.replicas
+        );
+        anyhow::ensure!(
+            !self.duplicate_window.is_zero(),
+            "the duplicate window (GATEHOUSE_NATS_DUPLICATE_WINDOW) must not be zero: \
+             without it JetStream stores every retried publish again"
+        );
+        anyhow::ensure!(
+            self.max_age.is_zero() || self.duplicate_window <= self.max_age,
+            "the duplicate window ({} s, GATEHOUSE_NATS_DUPLICATE_WINDOW) cannot be longer than \
+             the stream's max age ({} s, GATEHOUSE_NATS_MAX_AGE)",
+            self.duplicate_window.as_secs(),
+            self.max_age.as_secs()
         );
         Ok(())
     }

@@ -60,6 +60,29 @@ pub fn message(
     Ok((subject, headers, Bytes::from(body)))
 }
 
+/// A publish JetStream dropped as a duplicate of a message it no longer holds: it remembers
+/// ids for its duplicate window even after a purge removed their messages (nats-server#6782).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotHeld {
+    /// The event's global position.
+    pub position: i64,
+    /// The stream sequence JetStream named as the original.
+    pub sequence: u64,
+}
+
+impl std::fmt::Display for NotHeld {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "JetStream dropped position {} as a duplicate of stream sequence {}, which it no \
+             longer holds (removed within its duplicate window)",
+            self.position, self.sequence
+        )
+    }
+}
+
+impl std::error::Error for NotHeld {}
+
 /// Publishes `batch` (consecutive positions, in order) and waits for every acknowledgement.
 /// Fails on the first refused or unacknowledged message, after the ones in flight settle; the
 /// caller retries the batch from its start.
@@ -67,6 +90,18 @@ pub async fn publish_batch(
     js: &jetstream::Context,
     cfg: &RelayConfig,
     batch: &[Recorded],
+) -> anyhow::Result<Published> {
+    publish_batch_held_from(js, cfg, batch, 0).await
+}
+
+/// [`publish_batch`], where a duplicate of a stream sequence below `first_held` (the stream's
+/// first sequence when the caller looked) fails with [`NotHeld`]: JetStream acknowledged it
+/// without storing it, so counting it as published would lose it.
+pub async fn publish_batch_held_from(
+    js: &jetstream::Context,
+    cfg: &RelayConfig,
+    batch: &[Recorded],
+    first_held: u64,
 ) -> anyhow::Result<Published> {
     let window = cfg.max_in_flight.max(1);
     let mut in_flight = FuturesOrdered::new();
@@ -77,7 +112,7 @@ pub async fn publish_batch(
     for recorded in batch {
         while in_flight.len() >= window {
             match in_flight.next().await {
-                Some(settled) => settle(settled, cfg, &mut published, &mut failure),
+                Some(settled) => settle(settled, cfg, first_held, &mut published, &mut failure),
                 None => break,
             }
         }
@@ -97,7 +132,7 @@ pub async fn publish_batch(
         previous = Some(recorded);
     }
     while let Some(settled) = in_flight.next().await {
-        settle(settled, cfg, &mut published, &mut failure);
+        settle(settled, cfg, first_held, &mut published, &mut failure);
     }
     match failure {
         Some(e) => Err(e),
@@ -113,10 +148,18 @@ type Settled = (
 fn settle(
     (position, result): Settled,
     cfg: &RelayConfig,
+    first_held: u64,
     published: &mut Published,
     failure: &mut Option<anyhow::Error>,
 ) {
     match result {
+        Ok(ack) if ack.stream == cfg.stream && ack.duplicate && ack.sequence < first_held => {
+            let not_held = NotHeld {
+                position,
+                sequence: ack.sequence,
+            };
+            failure.get_or_insert(anyhow::Error::new(not_held));
+        }
         Ok(ack) if ack.stream == cfg.stream => {
             published.acknowledged += 1;
             published.duplicates += u64::from(ack.duplicate);

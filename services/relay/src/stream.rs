@@ -7,7 +7,8 @@ use gatehouse_events::subject;
 use crate::RelayConfig;
 
 /// Creates or updates the stream idempotently: file storage, subjects `["<prefix>.>"]`, limits
-/// retention, the duplicate window and the replicas of `cfg`. Every process may call it at start.
+/// retention, and the duplicate window, max age and replicas of `cfg`. Every process may call it
+/// at start; a stream that was deleted is created again with the same settings.
 pub async fn ensure_stream(js: &jetstream::Context, cfg: &RelayConfig) -> anyhow::Result<()> {
     cfg.validate()?;
     let config = stream::Config {
@@ -17,6 +18,7 @@ pub async fn ensure_stream(js: &jetstream::Context, cfg: &RelayConfig) -> anyhow
         storage: stream::StorageType::File,
         retention: stream::RetentionPolicy::Limits,
         duplicate_window: cfg.duplicate_window,
+        max_age: cfg.max_age,
         num_replicas: cfg.replicas,
         ..Default::default()
     };
@@ -28,6 +30,9 @@ pub async fn ensure_stream(js: &jetstream::Context, cfg: &RelayConfig) -> anyhow
         stream = %info.config.name,
         subjects = ?info.config.subjects,
         messages = info.state.messages,
+        replicas = info.config.num_replicas,
+        duplicate_window_s = info.config.duplicate_window.as_secs(),
+        max_age_s = info.config.max_age.as_secs(),
         "JetStream stream ready"
     );
     Ok(())
