@@ -103,6 +103,25 @@ pub struct Config {
         global = true
     )]
     pub maildir: String,
+    /// Seconds a request's head (request line and headers) may take to arrive; a slower
+    /// client is disconnected.
+    #[arg(
+        long,
+        env = "GATEHOUSE_HEADER_TIMEOUT",
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u64).range(1..=300),
+        global = true
+    )]
+    pub header_timeout: u64,
+    /// Requests served at once; more are refused at once with 503 `overloaded`.
+    #[arg(
+        long,
+        env = "GATEHOUSE_MAX_CONCURRENT_REQUESTS",
+        default_value_t = gatehouse_portal::MAX_CONCURRENT_REQUESTS,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000),
+        global = true
+    )]
+    pub max_concurrent_requests: usize,
     /// Size of the Postgres connection pool.
     #[arg(long, env = "GATEHOUSE_DB_POOL", default_value_t = 32, global = true)]
     pub db_pool: usize,

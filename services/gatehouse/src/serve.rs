@@ -109,16 +109,16 @@ pub async fn start(config: &Config, roles: &[Role], demo_mode: bool) -> anyhow::
                 )
             })?;
         addr = Some(listener.local_addr()?);
-        let app = gatehouse_portal::router(state);
+        let app = gatehouse_portal::router_with(state, config.max_concurrent_requests);
+        let limits = gatehouse_portal::server::Limits {
+            header_read_timeout: std::time::Duration::from_secs(config.header_timeout),
+            ..Default::default()
+        };
         let token = shutdown.clone();
         tasks.spawn(async move {
-            let served = axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(token.cancelled_owned())
-            .await
-            .context("serving HTTP");
+            let served = gatehouse_portal::server::serve(listener, app, limits, token)
+                .await
+                .context("serving HTTP");
             ("api", served)
         });
     }

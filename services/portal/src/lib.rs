@@ -14,6 +14,7 @@
 //! - [`views`]: the Admin object.
 //! - [`pagination`]: keyset pages of admins (`limit`, `cursor`, `next_cursor`).
 //! - [`telemetry`]: request spans and HTTP metrics.
+//! - [`server`]: serving the router over TCP with limits on slow and oversized request heads.
 //! - [`pages`]: the server-rendered HTML pages (docs/portal.md), outside `/api/v1`: forms
 //!   carry the session's CSRF token instead of going through the JSON API's guard.
 
@@ -24,6 +25,7 @@ pub mod extract;
 pub mod pages;
 pub mod pagination;
 pub mod routes;
+pub mod server;
 pub mod session;
 pub mod telemetry;
 pub mod views;
@@ -128,11 +130,16 @@ async fn refused(error: BoxError) -> Response {
 /// The whole HTTP surface: `/api/v1/…`, the pages, `/healthz`, `/readyz`, `/metrics`,
 /// `/api/openapi.json`.
 pub fn router(state: AppState) -> Router {
+    router_with(state, MAX_CONCURRENT_REQUESTS)
+}
+
+/// [`router`], serving at most `max_concurrent` requests at once (at least one).
+pub fn router_with(state: AppState, max_concurrent: usize) -> Router {
     let protection = ServiceBuilder::new()
         .layer(HandleErrorLayer::new(refused))
         .load_shed()
         .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
-            MAX_CONCURRENT_REQUESTS,
+            max_concurrent.max(1),
         ))
         .timeout(REQUEST_TIMEOUT);
     Router::new()
