@@ -3,8 +3,9 @@
 //!
 //! Per projection, a loop:
 //! 1. fetch up to `batch_size` messages (a long poll of [`FETCH_EXPIRY`]);
-//! 2. apply them in one [`Batch`] (skipping what the checkpoint already covers, filling holes
-//!    from the store), commit, then acknowledge them;
+//! 2. apply, in one [`Batch`], the store's events up to the last position they name (skipping
+//!    what the checkpoint already covers), commit, then acknowledge them: messages are a
+//!    signal, the store is what is applied, so a forged message changes nothing;
 //! 3. when JetStream had nothing (or is unreachable, or the stream does not exist yet) and the
 //!    store's head is past the checkpoint, apply from the store directly.
 //!
@@ -301,48 +302,38 @@ impl Worker {
                 ),
             }
         }
-        envelopes.sort_by_key(|e| e.position);
-        envelopes.dedup_by_key(|e| e.position);
+        // A message says which positions to apply; what is applied is read from the store, so
+        // a message whose content is not the store's (forged by anyone who may publish on the
+        // subjects, or from another deployment's stream) changes nothing.
+        let Some(last) = envelopes.iter().map(|e| e.position).max() else {
+            ack_all(self.projection, messages).await;
+            return Ok(());
+        };
 
         // A hole wider than a batch (e.g. the stream was purged, or JetStream was down for long)
         // is filled from the store batch by batch first, not in this one transaction.
-        if let Some(first) = envelopes.first()
-            && first.position - read_checkpoint(&self.db, self.projection).await? > self.chunk()
-        {
+        if last - read_checkpoint(&self.db, self.projection).await? > self.chunk() {
             self.catch_up().await?;
         }
 
-        if !envelopes.is_empty() {
-            let mut client = self
-                .db
-                .pool
-                .get()
-                .await
-                .context("getting a Postgres connection")?;
-            let mut batch = Batch::begin(&mut client, self.projection, Target::Live).await?;
-            for envelope in &envelopes {
-                if envelope.position <= batch.checkpoint() {
-                    continue;
-                }
-                if envelope.position > batch.checkpoint() + 1 {
-                    batch
-                        .fill_gap(&self.db, envelope.position, self.chunk())
-                        .await?;
-                }
-                if envelope.position != batch.checkpoint() + 1 {
-                    tracing::error!(
-                        projection = self.projection.name(),
-                        position = envelope.position,
-                        checkpoint = batch.checkpoint(),
-                        "skipping a message whose predecessors are not in the event store (another deployment's stream?)"
-                    );
-                    continue;
-                }
-                batch.apply(envelope).await?;
-            }
-            let checkpoint = batch.commit().await?;
-            self.record(checkpoint).await;
+        let mut client = self
+            .db
+            .pool
+            .get()
+            .await
+            .context("getting a Postgres connection")?;
+        let mut batch = Batch::begin(&mut client, self.projection, Target::Live).await?;
+        batch.fill_gap(&self.db, last + 1, self.chunk()).await?;
+        if batch.checkpoint() < last {
+            tracing::error!(
+                projection = self.projection.name(),
+                position = last,
+                checkpoint = batch.checkpoint(),
+                "skipping messages whose positions are not in the event store (another deployment's stream?)"
+            );
         }
+        let checkpoint = batch.commit().await?;
+        self.record(checkpoint).await;
         ack_all(self.projection, messages).await;
         Ok(())
     }

@@ -821,6 +821,66 @@ async fn a_message_that_is_not_an_envelope_is_skipped_without_stalling_the_proje
     running.stop().await;
 }
 
+/// Anyone allowed to publish on Gatehouse's subjects could forge a well-formed envelope at the
+/// next position. The read models apply what the store holds at the positions messages name,
+/// never a message's content: the forged admin never appears, the real event at that position
+/// does, and nothing else is lost.
+#[tokio::test]
+async fn a_forged_envelope_at_the_next_position_changes_no_read_model() {
+    let env = TestEnv::new().await;
+    create_stream(&env).await;
+    let running = Running::start(&env);
+    let (org, admins, seeded) = seed_org(&env.db, 2).await;
+    publish_all(&env, &seeded).await;
+    let head = await_applied_head(&env.db).await;
+
+    let forged_admin = Uuid::now_v7();
+    let forged = Stored {
+        envelope: Envelope::new(
+            &gatehouse_events::envelope::EnvelopeParts {
+                id: Uuid::now_v7(),
+                org_id: org,
+                actor: Actor::System,
+                correlation_id: Uuid::now_v7(),
+                time: Utc::now(),
+                auth_method: None,
+            },
+            &admin_created(forged_admin, false),
+            head + 1,
+            1,
+        ),
+        chain: Chain::GENESIS,
+    };
+    publish(&env, &forged).await;
+    // The real event at that position comes after the forgery.
+    let real_admin = Uuid::now_v7();
+    let real = append(&env.db, org, vec![admin_created(real_admin, true)]).await;
+    assert_eq!(real[0].envelope.position, head + 1);
+    publish_all(&env, &real).await;
+    await_applied(&env.db, head + 1).await;
+    await_consumers_acknowledged_everything(&env).await;
+
+    let ids: Vec<Uuid> = all_admins(&env.db, org)
+        .await
+        .iter()
+        .map(|a| a.id)
+        .collect();
+    assert!(!ids.contains(&forged_admin), "the forged admin was applied");
+    assert!(ids.contains(&real_admin), "the real event was lost");
+    assert_eq!(ids.len(), admins.len() + 1);
+    let client = env.db.pool.get().await.expect("connection");
+    let forged_records: i64 = client
+        .query_one(
+            "SELECT count(*) FROM proj_audit.records WHERE resource_id = $1",
+            &[&forged_admin],
+        )
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(forged_records, 0, "the audit history shows the forgery");
+    running.stop().await;
+}
+
 #[tokio::test]
 async fn a_projection_killed_in_the_middle_of_a_batch_resumes_to_the_same_tables_as_a_rebuild() {
     let env = TestEnv::new().await;

@@ -62,7 +62,10 @@ impl Mailer {
             tracing::error!(event_id = %envelope.id, "skipping an event whose time cannot be read");
             return Ok(Disposition::Done);
         };
-        let Some((before, after)) = self.admin_around(envelope, &event).await? else {
+        // The message names the event; what is acted on is the store's copy of it, so a message
+        // whose content was altered (by anyone who may publish on the subjects) sends nothing
+        // the store does not say.
+        let Some((before, after, event)) = self.admin_around(envelope, &event).await? else {
             tracing::error!(
                 event_id = %envelope.id,
                 position = envelope.position,
@@ -110,7 +113,7 @@ impl Mailer {
         &self,
         envelope: &Envelope,
         event: &Event,
-    ) -> anyhow::Result<Option<(AdminState, AdminState)>> {
+    ) -> anyhow::Result<Option<(AdminState, AdminState, Event)>> {
         let admin_id = event.stream_id();
         let streams = self
             .db
@@ -127,10 +130,13 @@ impl Mailer {
                 break;
             }
             if stored.position == envelope.position {
-                if stored.id != envelope.id {
+                if stored.id != envelope.id || stored.event_type != envelope.event_type {
                     return Ok(None);
                 }
-                before = Some(state.clone());
+                let Ok(event) = stored.event() else {
+                    return Ok(None);
+                };
+                before = Some((state.clone(), event));
             }
             match (stored.event(), stored.occurred_at()) {
                 (Ok(e), Some(t)) => state = state.evolve(&e, t),
@@ -139,7 +145,7 @@ impl Mailer {
                 }
             }
         }
-        Ok(before.map(|before| (before, state)))
+        Ok(before.map(|(before, event)| (before, state, event)))
     }
 
     /// Sends a claimed email and records the outcome.
