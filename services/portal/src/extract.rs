@@ -10,6 +10,7 @@ use gatehouse_commands::CommandContext;
 use gatehouse_domain::{AdminId, OrgId, Role};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::de::DeserializeOwned;
+use utoipa::IntoParams;
 use uuid::Uuid;
 
 use crate::AppState;
@@ -229,6 +230,19 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T>
             .map(|Query(params)| QueryParams(params))
             .map_err(|rejection| ApiError::invalid_query(format!("{}.", rejection.body_text())))
     }
+}
+
+/// The `Gatehouse-Min-Position` header a GET may send (SPEC §3), for the OpenAPI document only:
+/// `consistency::read_your_writes` reads it for every GET, answering 400 `invalid_header` when
+/// it is not a non-negative integer and 503 `not_caught_up` when the read models do not reach it
+/// within 5 s.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)] // never constructed: it describes a header the middleware reads
+pub struct MinPositionHeader {
+    /// Answer only once the read models reflect this position (a `Gatehouse-Position`).
+    #[param(rename = "Gatehouse-Min-Position", minimum = 0)]
+    gatehouse_min_position: Option<i64>,
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::consistency::Written;
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{Caller, JsonBody, PathId, QueryParams};
+use crate::extract::{Caller, JsonBody, MinPositionHeader, PathId, QueryParams};
 use crate::pagination::{self, AllAdmins, PageParams};
 use crate::views::{Admin, RoleName};
 use crate::{AppState, dispatch};
@@ -27,14 +27,19 @@ pub struct AdminPage {
 /// A new administrator.
 #[derive(Deserialize, ToSchema)]
 pub struct CreateAdminRequest {
-    #[schema(example = "ada@example.com")]
+    /// At most 254 characters; stored lower-cased and trimmed.
+    #[schema(example = "ada@example.com", format = Email, max_length = 254)]
     pub email: String,
+    /// 1 to 100 characters, no control characters.
+    #[schema(min_length = 1, max_length = 100)]
     pub first_name: String,
+    /// 1 to 100 characters, no control characters.
+    #[schema(min_length = 1, max_length = 100)]
     pub last_name: String,
     #[schema(value_type = RoleName)]
     pub role: String,
     /// 12 to 64 characters, not containing the email address.
-    #[schema(format = Password)]
+    #[schema(format = Password, min_length = 12, max_length = 64)]
     pub password: String,
     /// Defaults to true; false is refused while the Global MFA Requirement is on.
     pub mfa_required: Option<bool>,
@@ -82,11 +87,11 @@ impl TryFrom<CreateAdminRequest> for CreateAdmin {
 
 /// Lists the organisation's administrators in creation order.
 #[utoipa::path(
-    get, path = "/api/v1/admins", tag = "admins",
-    params(PageParams, ("Gatehouse-Min-Position" = Option<i64>, Header, description = "Answer only once this position is reflected")),
+    get, path = "/api/v1/admins", tag = "admins", operation_id = "list_admins",
+    params(PageParams, MinPositionHeader),
     responses(
         (status = 200, description = "A page of administrators", body = AdminPage),
-        (status = 400, description = "Bad limit or cursor", body = ErrorBody),
+        (status = 400, description = "`invalid_query` (bad limit or cursor) or `invalid_header` (bad Gatehouse-Min-Position)", body = ErrorBody),
         (status = 401, description = "No valid API key", body = ErrorBody),
         (status = 403, description = "The role may not see the admin list", body = ErrorBody),
         (status = 503, description = "Not caught up, or unavailable", body = ErrorBody),
@@ -112,7 +117,7 @@ pub async fn list(
 
 /// Creates an administrator (administrator_with_billing only).
 #[utoipa::path(
-    post, path = "/api/v1/admins", tag = "admins",
+    post, path = "/api/v1/admins", tag = "admins", operation_id = "create_admin",
     request_body = CreateAdminRequest,
     responses(
         (status = 201, description = "Created", body = Admin, headers(("Gatehouse-Position" = i64, description = "Position of the command's last event"))),
@@ -144,10 +149,11 @@ pub async fn create(
 
 /// Reads one administrator.
 #[utoipa::path(
-    get, path = "/api/v1/admins/{id}", tag = "admins",
-    params(("id" = Uuid, Path, description = "The admin's id"), ("Gatehouse-Min-Position" = Option<i64>, Header, description = "Answer only once this position is reflected")),
+    get, path = "/api/v1/admins/{id}", tag = "admins", operation_id = "get_admin",
+    params(("id" = Uuid, Path, description = "The admin's id"), MinPositionHeader),
     responses(
         (status = 200, description = "The administrator", body = Admin),
+        (status = 400, description = "`invalid_header`: Gatehouse-Min-Position is not a non-negative integer", body = ErrorBody),
         (status = 401, description = "No valid API key", body = ErrorBody),
         (status = 403, description = "The role may not see the admin list", body = ErrorBody),
         (status = 404, description = "No such admin in the caller's organisation", body = ErrorBody),
@@ -169,13 +175,14 @@ pub async fn get(
 
 /// Removes an administrator (administrator_with_billing only; nobody removes themself).
 #[utoipa::path(
-    delete, path = "/api/v1/admins/{id}", tag = "admins",
+    delete, path = "/api/v1/admins/{id}", tag = "admins", operation_id = "remove_admin",
     params(("id" = Uuid, Path, description = "The admin's id")),
     responses(
         (status = 204, description = "Removed", headers(("Gatehouse-Position" = i64, description = "Position of the command's last event"))),
         (status = 401, description = "No valid API key", body = ErrorBody),
         (status = 403, description = "`forbidden`, or `self_action_forbidden`", body = ErrorBody),
         (status = 404, description = "No such admin in the caller's organisation", body = ErrorBody),
+        (status = 409, description = "`conflict`: concurrent changes kept winning", body = ErrorBody),
     ),
     security(("api_key" = []))
 )]

@@ -48,12 +48,14 @@ pub struct ApiKeyList {
 
 /// Creates an API key for the caller.
 #[utoipa::path(
-    post, path = "/api/v1/me/api-keys", tag = "api_keys",
+    post, path = "/api/v1/me/api-keys", tag = "api_keys", operation_id = "create_api_key",
     request_body = CreateApiKeyRequest,
     responses(
         (status = 201, description = "Created; the key is in this answer only", body = CreatedApiKey, headers(("Gatehouse-Position" = i64, description = "Position of the command's last event"))),
         (status = 400, description = "Malformed JSON", body = ErrorBody),
         (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 403, description = "`session_required`: keys are created from a logged-in session, not with a key", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Not JSON", body = ErrorBody),
         (status = 422, description = "Invalid field", body = ErrorBody),
     ),
@@ -88,7 +90,7 @@ pub async fn create(
 
 /// Lists the caller's live API keys.
 #[utoipa::path(
-    get, path = "/api/v1/me/api-keys", tag = "api_keys",
+    get, path = "/api/v1/me/api-keys", tag = "api_keys", operation_id = "list_api_keys",
     responses(
         (status = 200, description = "The caller's keys", body = ApiKeyList),
         (status = 401, description = "No valid API key", body = ErrorBody),
@@ -113,7 +115,7 @@ pub async fn list(
 
 /// Revokes one of the caller's API keys; requests with it answer 401 from then on.
 #[utoipa::path(
-    delete, path = "/api/v1/me/api-keys/{id}", tag = "api_keys",
+    delete, path = "/api/v1/me/api-keys/{id}", tag = "api_keys", operation_id = "revoke_api_key",
     params(("id" = Uuid, Path, description = "The key's id")),
     responses(
         (status = 204, description = "Revoked", headers(("Gatehouse-Position" = i64, description = "Position of the command's last event"))),

@@ -65,7 +65,9 @@ fn with_cookie(body: impl IntoResponse, cookie: axum::http::HeaderValue) -> Resp
     request_body = LoginRequest,
     responses(
         (status = 200, description = "Logged in, or waiting for Verify Your Identity", body = LoginStatus),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
         (status = 401, description = "`invalid_credentials` (the same for an unknown email)", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Not JSON", body = ErrorBody),
         (status = 422, description = "Invalid field", body = ErrorBody),
         (status = 429, description = "`too_many_attempts`, with Retry-After", body = ErrorBody),
@@ -100,12 +102,16 @@ pub struct CodeRequest {
 
 /// Verify Your Identity: a TOTP code for the pending session.
 #[utoipa::path(
-    post, path = "/api/v1/auth/mfa", tag = "auth",
+    post, path = "/api/v1/auth/mfa", tag = "auth", operation_id = "verify_identity",
     request_body = CodeRequest,
     responses(
         (status = 200, description = "Authenticated; the session cookie is renewed", body = LoginStatus),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
         (status = 401, description = "`invalid_code` (wrong or already used), or no session", body = ErrorBody),
         (status = 409, description = "`mfa_not_enrolled`: ask for the Set Up MFA email", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
+        (status = 422, description = "Invalid field", body = ErrorBody),
         (status = 423, description = "`mfa_locked` after five wrong codes, until a reset completes", body = ErrorBody),
     )
 )]
@@ -143,6 +149,8 @@ pub struct ResetRequest {
     request_body = ResetRequest,
     responses(
         (status = 202, description = "If the account exists, the email is on its way"),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Not JSON", body = ErrorBody),
         (status = 422, description = "Neither a session nor an email", body = ErrorBody),
         (status = 429, description = "Three emails were already sent this hour (session only)", body = ErrorBody),

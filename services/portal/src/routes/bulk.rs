@@ -14,6 +14,8 @@ use crate::{AppState, dispatch};
 /// The administrators to require MFA for (duplicates count once).
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct BulkRequireMfaRequest {
+    /// At least one id (an empty list is refused with 422 `invalid_field`).
+    #[schema(min_items = 1)]
     pub admin_ids: Vec<Uuid>,
 }
 

@@ -79,7 +79,7 @@ pub struct EnvelopeDoc {
 
 /// The caller's organisation's events after a position, in position order.
 #[utoipa::path(
-    get, path = "/api/v1/events", tag = "events",
+    get, path = "/api/v1/events", tag = "events", operation_id = "list_events",
     params(EventParams),
     responses(
         (status = 200, description = "A CloudEvents batch", body = [EnvelopeDoc], content_type = "application/cloudevents-batch+json"),

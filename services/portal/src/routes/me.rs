@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use crate::AppState;
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::Caller;
+use crate::extract::{Caller, MinPositionHeader};
 use crate::views::Admin;
 
 /// The caller's organisation.
@@ -29,10 +29,11 @@ pub struct Me {
 
 /// Who the caller is.
 #[utoipa::path(
-    get, path = "/api/v1/me", tag = "me",
-    params(("Gatehouse-Min-Position" = Option<i64>, Header, description = "Answer only once this position is reflected")),
+    get, path = "/api/v1/me", tag = "me", operation_id = "get_me",
+    params(MinPositionHeader),
     responses(
         (status = 200, description = "The caller", body = Me),
+        (status = 400, description = "`invalid_header`: Gatehouse-Min-Position is not a non-negative integer", body = ErrorBody),
         (status = 401, description = "No valid API key", body = ErrorBody),
         (status = 404, description = "Not in the read model yet", body = ErrorBody),
         (status = 503, description = "Not caught up, or unavailable", body = ErrorBody),

@@ -29,6 +29,7 @@ pub struct SetMfaRequest {
         (status = 403, description = "The role may not manage this admin's MFA (`admin_ids` names the admin)", body = ErrorBody),
         (status = 404, description = "No such admin in the caller's organisation", body = ErrorBody),
         (status = 409, description = "`global_mfa_enforced` (removing while the Global MFA Requirement is on) or `conflict`", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Not JSON", body = ErrorBody),
         (status = 422, description = "Invalid field", body = ErrorBody),
     ),

@@ -90,3 +90,23 @@ pub async fn openapi_json() -> Response {
     );
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    /// OpenAPI requires operation ids to be unique; generated clients name methods after them.
+    #[test]
+    fn every_operation_has_an_id_of_its_own() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).expect("the document serialises");
+        let mut seen = HashSet::new();
+        for (path, operations) in doc["paths"].as_object().expect("paths") {
+            for (method, operation) in operations.as_object().expect("operations") {
+                let id = operation["operationId"].as_str().expect("an operationId");
+                assert!(seen.insert(id.to_owned()), "{method} {path} reuses {id}");
+            }
+        }
+    }
+}

@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 
 use crate::consistency::Written;
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{Caller, JsonBody};
+use crate::extract::{Caller, JsonBody, MinPositionHeader};
 use crate::{AppState, dispatch};
 
 /// The organisation's security settings.
@@ -20,10 +20,11 @@ pub struct SecuritySettings {
 
 /// Reads the organisation's security settings.
 #[utoipa::path(
-    get, path = "/api/v1/settings/security", tag = "settings",
-    params(("Gatehouse-Min-Position" = Option<i64>, Header, description = "Answer only once this position is reflected")),
+    get, path = "/api/v1/settings/security", tag = "settings", operation_id = "get_security_settings",
+    params(MinPositionHeader),
     responses(
         (status = 200, description = "The settings", body = SecuritySettings),
+        (status = 400, description = "`invalid_header`: Gatehouse-Min-Position is not a non-negative integer", body = ErrorBody),
         (status = 401, description = "No valid API key", body = ErrorBody),
         (status = 404, description = "The organisation is not in the read model yet", body = ErrorBody),
         (status = 503, description = "Not caught up, or unavailable", body = ErrorBody),
@@ -45,7 +46,7 @@ pub async fn get(
 /// Turns the Global MFA Requirement on or off (administrator_with_billing only). Turning it on
 /// requires MFA for every admin not yet required; turning it off changes no admin.
 #[utoipa::path(
-    put, path = "/api/v1/settings/security", tag = "settings",
+    put, path = "/api/v1/settings/security", tag = "settings", operation_id = "put_security_settings",
     request_body = SecuritySettings,
     responses(
         (status = 200, description = "The settings after the change", body = SecuritySettings, headers(("Gatehouse-Position" = i64, description = "Position of the command's last event"))),
@@ -53,6 +54,7 @@ pub async fn get(
         (status = 401, description = "No valid API key", body = ErrorBody),
         (status = 403, description = "The role may not change it", body = ErrorBody),
         (status = 409, description = "Concurrent changes kept winning", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Not JSON", body = ErrorBody),
         (status = 422, description = "Invalid field", body = ErrorBody),
     ),

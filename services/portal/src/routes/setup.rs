@@ -45,8 +45,12 @@ pub struct SetupOffer {
     request_body = SetupRequest,
     responses(
         (status = 200, description = "The secret to enroll (never shown again)", body = SetupOffer),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
         (status = 401, description = "`invalid_credentials`: not this link's admin, or a wrong password", body = ErrorBody),
         (status = 410, description = "`link_expired`: unknown, expired or used link", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
+        (status = 422, description = "Invalid field", body = ErrorBody),
         (status = 429, description = "`too_many_attempts`, with Retry-After", body = ErrorBody),
     )
 )]
@@ -97,9 +101,13 @@ pub struct SetupDone {
     request_body = CompleteRequest,
     responses(
         (status = 200, description = "Enrolled", body = SetupDone),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
         (status = 401, description = "`invalid_code`", body = ErrorBody),
         (status = 409, description = "`setup_not_started`: POST /mfa/setup first", body = ErrorBody),
         (status = 410, description = "`link_expired`: unknown, expired or used link", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
+        (status = 422, description = "Invalid field", body = ErrorBody),
     )
 )]
 pub async fn complete(

@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::consistency::Written;
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{Caller, JsonBody, QueryParams};
+use crate::extract::{Caller, JsonBody, MinPositionHeader, QueryParams};
 use crate::pagination::{self, AdminsWithoutMfa, PageParams};
 use crate::views::Admin;
 use crate::{AppState, dispatch};
@@ -47,10 +47,11 @@ pub struct WidgetPage {
 
 /// The caller's Home widgets.
 #[utoipa::path(
-    get, path = "/api/v1/home/widgets", tag = "widgets",
-    params(("Gatehouse-Min-Position" = Option<i64>, Header, description = "Answer only once this position is reflected")),
+    get, path = "/api/v1/home/widgets", tag = "widgets", operation_id = "get_home_widgets",
+    params(MinPositionHeader),
     responses(
         (status = 200, description = "The widgets", body = HomeWidgets),
+        (status = 400, description = "`invalid_header`: Gatehouse-Min-Position is not a non-negative integer", body = ErrorBody),
         (status = 401, description = "No valid API key", body = ErrorBody),
         (status = 503, description = "Not caught up, or unavailable", body = ErrorBody),
     ),
@@ -81,12 +82,13 @@ pub async fn home(
 
 /// Shows or hides the Admins Without MFA Required widget on the caller's Home page.
 #[utoipa::path(
-    put, path = "/api/v1/home/widgets/admins-without-mfa-required", tag = "widgets",
+    put, path = "/api/v1/home/widgets/admins-without-mfa-required", tag = "widgets", operation_id = "set_home_widget_visibility",
     request_body = WidgetVisibility,
     responses(
         (status = 204, description = "Changed", headers(("Gatehouse-Position" = i64, description = "Position of the command's last event"))),
         (status = 400, description = "Malformed JSON", body = ErrorBody),
         (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Not JSON", body = ErrorBody),
         (status = 422, description = "Invalid field", body = ErrorBody),
     ),
@@ -107,11 +109,11 @@ pub async fn set_visibility(
 
 /// The Admins Without MFA Required list, in creation order.
 #[utoipa::path(
-    get, path = "/api/v1/widgets/admins-without-mfa-required", tag = "widgets",
-    params(PageParams, ("Gatehouse-Min-Position" = Option<i64>, Header, description = "Answer only once this position is reflected")),
+    get, path = "/api/v1/widgets/admins-without-mfa-required", tag = "widgets", operation_id = "list_admins_without_mfa_required",
+    params(PageParams, MinPositionHeader),
     responses(
         (status = 200, description = "The count and a page of admins", body = WidgetPage),
-        (status = 400, description = "Bad limit or cursor", body = ErrorBody),
+        (status = 400, description = "`invalid_query` (bad limit or cursor) or `invalid_header` (bad Gatehouse-Min-Position)", body = ErrorBody),
         (status = 401, description = "No valid API key", body = ErrorBody),
         (status = 403, description = "The role may not see the widget", body = ErrorBody),
         (status = 503, description = "Not caught up, or unavailable", body = ErrorBody),

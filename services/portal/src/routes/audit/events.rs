@@ -24,8 +24,10 @@ pub const MAX_LIMIT: i64 = audit_query::MAX_LIMIT;
 #[into_params(parameter_in = Query)]
 pub struct AuditEventParams {
     /// Records at or after this time (RFC 3339).
+    #[param(format = DateTime)]
     pub start_time: Option<String>,
     /// Records before this time (RFC 3339); excluded.
+    #[param(format = DateTime)]
     pub end_time: Option<String>,
     /// One AuditRecord `event_type`, e.g. `admin_update`.
     pub event_type: Option<String>,
@@ -39,6 +41,7 @@ pub struct AuditEventParams {
     /// The `search_after` of the previous page: the next page starts after that record.
     pub search_after: Option<String>,
     /// `asc` (oldest first, the default) or `desc`, by position.
+    #[param(pattern = "^(asc|desc)$")]
     pub sort: Option<String>,
 }
 
@@ -230,9 +233,11 @@ pub struct PartyDoc {
 pub struct ChangeDoc {
     #[schema(example = "enableMultiFactor")]
     pub field: String,
-    #[schema(value_type = Object)]
+    /// The value before: any JSON value (a string, a boolean, null, …).
+    #[schema(value_type = serde_json::Value)]
     pub from: serde_json::Value,
-    #[schema(value_type = Object)]
+    /// The value after: any JSON value.
+    #[schema(value_type = serde_json::Value)]
     pub to: serde_json::Value,
 }
 
@@ -247,7 +252,7 @@ pub struct MfaMetaDoc {
 /// The caller's organisation's audit history, filtered and paged (keyset, by position). The
 /// read is itself recorded in the history.
 #[utoipa::path(
-    get, path = "/api/v1/audit/events", tag = "audit",
+    get, path = "/api/v1/audit/events", tag = "audit", operation_id = "list_audit_events",
     params(AuditEventParams),
     responses(
         (status = 200, description = "A page of AuditRecords", body = AuditEventsPage),

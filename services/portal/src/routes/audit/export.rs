@@ -35,11 +35,13 @@ const IN_FLIGHT: usize = 4;
 #[into_params(parameter_in = Query)]
 pub struct ExportParams {
     /// `ndjson` (default): `{"chain", "event"}` lines; `csv`: one row per AuditRecord.
-    #[param(example = "ndjson")]
+    #[param(example = "ndjson", pattern = "^(ndjson|csv)$")]
     pub format: Option<String>,
     /// RFC 3339: only events that occurred at or after this instant.
+    #[param(format = DateTime)]
     pub start_time: Option<String>,
     /// RFC 3339: only events that occurred before this instant.
+    #[param(format = DateTime)]
     pub end_time: Option<String>,
 }
 
@@ -109,7 +111,7 @@ impl ExportParams {
     get, path = "/api/v1/audit/export", tag = "audit",
     params(ExportParams),
     responses(
-        (status = 200, description = "NDJSON lines {\"chain\": hex, \"event\": envelope} in position order (application/x-ndjson), or CSV with a header row (text/csv); sent as an attachment, streamed", body = String),
+        (status = 200, description = "NDJSON lines {\"chain\": hex, \"event\": envelope} in position order (application/x-ndjson), or CSV with a header row (text/csv); sent as an attachment, streamed", content((String = "application/x-ndjson"), (String = "text/csv"))),
         (status = 400, description = "Bad format, start_time or end_time", body = ErrorBody),
         (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 403, description = "The role may not read the audit history", body = ErrorBody),

@@ -25,8 +25,8 @@ pub const DEFAULT_DAYS: u32 = 30;
 #[into_params(parameter_in = Query)]
 pub struct AsOfParams {
     /// The instant (RFC 3339): every event at or before it (to the millisecond) counts. A time
-    /// in the future means now.
-    #[param(example = "2026-11-28T10:00:00Z")]
+    /// in the future means now. Required (a missing one is refused with 400 `invalid_query`).
+    #[param(value_type = String, format = DateTime, example = "2026-11-28T10:00:00Z")]
     pub as_of: Option<String>,
 }
 
@@ -119,6 +119,7 @@ pub struct CoverageParams {
     /// The last day (UTC), likewise; default: today.
     pub to: Option<String>,
     /// `day`, the only interval (the default).
+    #[param(pattern = "^day$")]
     pub interval: Option<String>,
 }
 

@@ -45,7 +45,7 @@ impl From<Report> for VerifyAnswer {
 
 /// Recomputes the organisation's hash chain from the stored events.
 #[utoipa::path(
-    get, path = "/api/v1/audit/verify", tag = "audit",
+    get, path = "/api/v1/audit/verify", tag = "audit", operation_id = "verify_audit_chain",
     responses(
         (status = 200, description = "The chain's verification", body = VerifyAnswer),
         (status = 401, description = "Not authenticated", body = ErrorBody),
