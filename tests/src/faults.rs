@@ -3,6 +3,11 @@
 //!
 //! - [`NatsServer`]: `nats-server -js` on a free port with a store directory of its own; `stop`
 //!   kills it (as a crash would), `start` brings it back on the same port and directory.
+//! - [`PostgresServer`]: a Postgres cluster of its own (`initdb` into a temporary directory, run
+//!   by `pg_ctl` on a free port, as the `postgres` OS user when the test runs as root, since
+//!   Postgres refuses to run as root); `stop` is `pg_ctl stop -m immediate` (no checkpoint, the
+//!   next start recovers from the WAL, as after a crash), `start` brings it back on the same port
+//!   and directory.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -127,4 +132,185 @@ impl Drop for NatsServer {
 fn free_port() -> anyhow::Result<u16> {
     let listener = TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
     Ok(listener.local_addr()?.port())
+}
+
+/// Where Postgres' programs are; `GATEHOUSE_TEST_PG_BIN` overrides it.
+pub fn postgres_bin_dir() -> PathBuf {
+    std::env::var_os("GATEHOUSE_TEST_PG_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/lib/postgresql/15/bin"))
+}
+
+/// A Postgres cluster owned by one test, reachable at `127.0.0.1:port` as the superuser
+/// `postgres` without a password (`trust`, loopback only). Dropping it stops the server and
+/// removes its data directory.
+pub struct PostgresServer {
+    port: u16,
+    /// The data directory; it also holds the Unix socket and the server's log.
+    dir: PathBuf,
+    running: bool,
+}
+
+impl PostgresServer {
+    /// Creates a cluster in a fresh temporary directory, starts it on a free port and waits
+    /// until it accepts connections.
+    pub async fn start_new() -> anyhow::Result<PostgresServer> {
+        let port = free_port()?;
+        let dir = std::env::temp_dir().join(format!("gatehouse-pg-{}", Uuid::new_v4().simple()));
+        // The guard removes the directory if anything below fails.
+        let mut server = PostgresServer {
+            port,
+            dir,
+            running: false,
+        };
+        std::fs::create_dir_all(&server.dir).context("creating the Postgres data directory")?;
+        if running_as_root()? {
+            // initdb and postgres refuse root; the data directory must belong to their user.
+            run_to_end(
+                Command::new("chown")
+                    .arg("postgres:postgres")
+                    .arg(&server.dir),
+                "chown of the Postgres data directory",
+            )?;
+        }
+        let dir = server.dir.clone();
+        tokio::task::spawn_blocking(move || {
+            run_to_end(
+                pg_command("initdb")?
+                    .args([
+                        "-A",
+                        "trust",
+                        "-U",
+                        "postgres",
+                        "-E",
+                        "UTF8",
+                        "--no-sync",
+                        "-D",
+                    ])
+                    .arg(dir.join("data")),
+                "initdb",
+            )
+        })
+        .await
+        .context("running initdb")??;
+        server.start().await?;
+        Ok(server)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The URL of database `name` on this server.
+    pub fn url(&self, name: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.running
+    }
+
+    /// (Re)starts the server on the same port and data directory and waits until it accepts
+    /// connections (`pg_ctl -w`); a no-op when it runs.
+    pub async fn start(&mut self) -> anyhow::Result<()> {
+        if self.running {
+            return Ok(());
+        }
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
+            self.port,
+            self.dir.display()
+        );
+        let (dir, port) = (self.dir.clone(), self.port);
+        tokio::task::spawn_blocking(move || {
+            run_to_end(
+                pg_command("pg_ctl")?
+                    .arg("-D")
+                    .arg(dir.join("data"))
+                    .arg("-l")
+                    .arg(dir.join("postgres.log"))
+                    .args(["-o", &options, "-w", "-t", "60", "start"]),
+                &format!("pg_ctl start on port {port}"),
+            )
+        })
+        .await
+        .context("running pg_ctl start")??;
+        self.running = true;
+        Ok(())
+    }
+
+    /// Stops the server at once (`pg_ctl stop -m immediate`: connections are cut, nothing is
+    /// flushed, the next start recovers from the WAL) and waits until it is gone.
+    pub async fn stop(&mut self) -> anyhow::Result<()> {
+        if !self.running {
+            return Ok(());
+        }
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || stop_immediately(&dir))
+            .await
+            .context("running pg_ctl stop")??;
+        self.running = false;
+        Ok(())
+    }
+}
+
+impl Drop for PostgresServer {
+    fn drop(&mut self) {
+        if self.running {
+            let _ = stop_immediately(&self.dir);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn stop_immediately(dir: &std::path::Path) -> anyhow::Result<()> {
+    run_to_end(
+        pg_command("pg_ctl")?.arg("-D").arg(dir.join("data")).args([
+            "-m",
+            "immediate",
+            "-w",
+            "stop",
+        ]),
+        "pg_ctl stop",
+    )
+}
+
+/// One of Postgres' programs, run as the `postgres` OS user when we are root.
+fn pg_command(program: &str) -> anyhow::Result<Command> {
+    let path = postgres_bin_dir().join(program);
+    let mut cmd = if running_as_root()? {
+        let mut cmd = Command::new("runuser");
+        cmd.args(["-u", "postgres", "--"]).arg(path);
+        cmd
+    } else {
+        Command::new(path)
+    };
+    cmd.stdin(Stdio::null());
+    Ok(cmd)
+}
+
+fn running_as_root() -> anyhow::Result<bool> {
+    let out = Command::new("id")
+        .arg("-u")
+        .output()
+        .context("running id -u")?;
+    Ok(String::from_utf8_lossy(&out.stdout).trim() == "0")
+}
+
+/// Runs `cmd` to its end; a failure carries its output.
+fn run_to_end(cmd: &mut Command, what: &str) -> anyhow::Result<()> {
+    let out = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .with_context(|| format!("starting {what}"))?;
+    if !out.status.success() {
+        bail!(
+            "{what} failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
 }

@@ -6,6 +6,8 @@
 //! - [`browser::Browser`]: a headless Chromium through a chromedriver of a test's own.
 //! - [`producer::Producer`]: events made through the command service and published by the real
 //!   relay, for tests of downstream consumers.
+//! - [`faults`]: a NATS server and a Postgres cluster of a test's own, to stop and start under
+//!   load (`services/gatehouse/tests/faults.rs`) without touching the shared ones.
 //!
 //! The services are found through `GATEHOUSE_TEST_DATABASE_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/postgres`) and `GATEHOUSE_TEST_NATS_URL` (default
