@@ -362,8 +362,10 @@ impl Event {
 }
 
 /// Times inside `data` are written like the envelope's `time`: RFC 3339 UTC with milliseconds.
+/// A finer time read from elsewhere is truncated to the millisecond on the way in, so a decoded
+/// event is what its own `data` says (found by the `envelope` fuzz target, docs/fuzzing.md).
 mod millis {
-    use chrono::{DateTime, Utc};
+    use chrono::{DateTime, SubsecRound, Utc};
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
@@ -373,7 +375,7 @@ mod millis {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
         let s = String::deserialize(d)?;
         DateTime::parse_from_rfc3339(&s)
-            .map(|t| t.with_timezone(&Utc))
+            .map(|t| t.with_timezone(&Utc).trunc_subsecs(3))
             .map_err(serde::de::Error::custom)
     }
 }
@@ -391,6 +393,18 @@ mod tests {
         let data = e.data();
         assert_eq!(data["source"], "global");
         assert_eq!(Event::decode(e.type_name(), &data).expect("decodes"), e);
+    }
+
+    #[test]
+    fn a_time_finer_than_a_millisecond_is_read_as_the_millisecond_it_is_written_as() {
+        let data = serde_json::json!({
+            "admin_id": Uuid::nil(),
+            "requested_by_self": true,
+            "expires_at": "2026-11-29T10:00:00.1234Z",
+        });
+        let e = Event::decode("gatehouse.admin.mfa_reset_requested.v1", &data).expect("decodes");
+        assert_eq!(e.data()["expires_at"], "2026-11-29T10:00:00.123Z");
+        assert_eq!(Event::decode(e.type_name(), &e.data()).expect("decodes"), e);
     }
 
     #[test]

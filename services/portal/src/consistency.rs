@@ -30,17 +30,19 @@ fn min_position(request: &Request) -> Result<Option<i64>, ApiError> {
     let Some(value) = request.headers().get(MIN_POSITION_HEADER) else {
         return Ok(None);
     };
+    parse_min_position(value).map(Some).ok_or_else(|| {
+        ApiError::invalid_header("Gatehouse-Min-Position must be a non-negative integer position.")
+    })
+}
+
+/// A `Gatehouse-Min-Position` value: a non-negative integer, surrounding spaces allowed; `None`
+/// for anything else. Public so the fuzz target `headers` (fuzz/) can reach it.
+pub fn parse_min_position(value: &HeaderValue) -> Option<i64> {
     value
         .to_str()
         .ok()
         .and_then(|v| v.trim().parse::<i64>().ok())
         .filter(|p| *p >= 0)
-        .map(Some)
-        .ok_or_else(|| {
-            ApiError::invalid_header(
-                "Gatehouse-Min-Position must be a non-negative integer position.",
-            )
-        })
 }
 
 /// Middleware: holds a GET back until the read models have applied `Gatehouse-Min-Position`.
