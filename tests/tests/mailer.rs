@@ -777,6 +777,70 @@ async fn a_mailer_started_before_the_stream_waits_for_it_and_skips_what_is_not_a
     world.relay.stop().await;
 }
 
+/// Anyone allowed to publish on Gatehouse's subjects could replay a real event's id and position
+/// with other content. The mailer acts on the store's copy of the event a message names: a
+/// forged "reset requested" over an admin's creation sends nothing, and the mailer carries on.
+#[tokio::test]
+async fn a_message_whose_content_is_not_the_stores_sends_nothing() {
+    let world = World::new().await;
+    let server = SmtpServer::start().await;
+    let mailer = world.start_mailer(smtp_transport(&server));
+    // Without MFA required, the creation calls for no email.
+    let (admin, created) = world.create_admin(false).await;
+    world.await_mailer_idle().await;
+
+    let mut forged = created.clone();
+    let reset = Event::MfaResetRequested(MfaResetRequested {
+        admin_id: admin.id,
+        requested_by_self: true,
+        expires_at: Utc::now() + chrono::Duration::hours(1),
+    });
+    forged.event_type = reset.type_name().to_owned();
+    forged.data = reset.data();
+    let mut headers = HeaderMap::new();
+    // A new message id, so JetStream stores it beside the real one.
+    headers.insert("Nats-Msg-Id", Uuid::now_v7().to_string().as_str());
+    headers.insert("Gatehouse-Position", forged.position.to_string().as_str());
+    world
+        .env
+        .jetstream
+        .publish_with_headers(
+            format!(
+                "{}.{}.admin.mfa_reset_requested",
+                world.env.prefix, world.org
+            ),
+            headers,
+            serde_json::to_vec(&forged).expect("JSON").into(),
+        )
+        .await
+        .expect("publishing the forgery")
+        .await
+        .expect("stored");
+    world.await_mailer_idle().await;
+    assert!(
+        world.ledger(created.id, "setup").await.is_none(),
+        "the forgery claimed an email"
+    );
+
+    // A real reset afterwards is mailed: the mailer carried on, and it is the only email.
+    let real = world
+        .request_reset(&admin, Utc::now() + chrono::Duration::hours(1))
+        .await;
+    let mails = await_mails(&server, 1).await;
+    world.await_mailer_idle().await;
+    assert_eq!(server.messages().len(), 1, "{mails:?}");
+    assert_eq!(
+        world
+            .await_ledger(real.id, "setup", "the real reset's email", |r| r.state
+                == "sent")
+            .await
+            .state,
+        "sent"
+    );
+    mailer.stop().await;
+    world.relay.stop().await;
+}
+
 #[tokio::test]
 async fn the_link_token_never_appears_in_the_logs() {
     let logs = capture::Logs::default();
