@@ -219,3 +219,34 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// An append of `events` to `org` by the system, with no expectations: how tests write history
+/// straight into the store.
+pub fn system_append(
+    org: Uuid,
+    events: Vec<gatehouse_events::Event>,
+) -> gatehouse_store::AppendRequest {
+    gatehouse_store::AppendRequest {
+        org_id: org,
+        actor: gatehouse_events::Actor::System,
+        correlation_id: Uuid::now_v7(),
+        time: chrono::Utc::now(),
+        auth_method: None,
+        events,
+        expected: vec![],
+        org_position: None,
+        statements: vec![],
+    }
+}
+
+/// `admin.created` of an administrator named Ada Lovelace, at `<id>@example.com`.
+pub fn admin_created(admin: Uuid, mfa_required: bool) -> gatehouse_events::Event {
+    gatehouse_events::Event::AdminCreated(gatehouse_events::types::AdminCreated {
+        admin_id: admin,
+        email: format!("{admin}@example.com"),
+        first_name: "Ada".into(),
+        last_name: "Lovelace".into(),
+        role: gatehouse_events::Role::Administrator,
+        mfa_required,
+    })
+}

@@ -4,43 +4,16 @@
 use std::time::Duration;
 
 use async_nats::jetstream;
-use chrono::Utc;
-use gatehouse_events::types::{AdminCreated, OrgCreated};
-use gatehouse_events::{Actor, Event, Role};
+use gatehouse_events::Event;
+use gatehouse_events::types::OrgCreated;
 use gatehouse_projections::{Checkpoints, ProjectionsConfig, query};
 use gatehouse_relay::RelayConfig;
-use gatehouse_store::AppendRequest;
-use gatehouse_tests::{TestEnv, eventually};
+use gatehouse_tests::{TestEnv, admin_created, eventually, system_append};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 const PATIENCE: Duration = Duration::from_secs(30);
-
-fn request(org: Uuid, events: Vec<Event>) -> AppendRequest {
-    AppendRequest {
-        org_id: org,
-        actor: Actor::System,
-        correlation_id: Uuid::now_v7(),
-        time: Utc::now(),
-        auth_method: None,
-        events,
-        expected: vec![],
-        org_position: None,
-        statements: vec![],
-    }
-}
-
-fn admin_without_mfa(admin: Uuid) -> Event {
-    Event::AdminCreated(AdminCreated {
-        admin_id: admin,
-        email: format!("{admin}@example.com"),
-        first_name: "Ada".into(),
-        last_name: "Lovelace".into(),
-        role: Role::Administrator,
-        mfa_required: false,
-    })
-}
 
 /// The positions of the stream's messages, in stream order.
 async fn stream_positions(js: &jetstream::Context, name: &str) -> Vec<i64> {
@@ -93,7 +66,7 @@ async fn an_append_that_commits_late_reaches_the_stream_and_the_widget_in_positi
     let org = Uuid::now_v7();
     let created = env
         .db
-        .append(request(
+        .append(system_append(
             org,
             vec![Event::OrgCreated(OrgCreated {
                 org_id: org,
@@ -109,15 +82,20 @@ async fn an_append_that_commits_late_reaches_the_stream_and_the_widget_in_positi
     let (a_id, b_id) = (Uuid::now_v7(), Uuid::now_v7());
     let mut a_client = env.db.pool.get().await.expect("connection");
     let tx = a_client.transaction().await.expect("begin");
-    let a = gatehouse_store::append::append_in(&tx, request(org, vec![admin_without_mfa(a_id)]))
-        .await
-        .expect("append A");
+    let a = gatehouse_store::append::append_in(
+        &tx,
+        system_append(org, vec![admin_created(a_id, false)]),
+    )
+    .await
+    .expect("append A");
     let a_position = a.last_position().expect("A has a position");
 
     // B starts after A and waits for it.
     let db = env.db.clone();
-    let b =
-        tokio::spawn(async move { db.append(request(org, vec![admin_without_mfa(b_id)])).await });
+    let b = tokio::spawn(async move {
+        db.append(system_append(org, vec![admin_created(b_id, false)]))
+            .await
+    });
     let probe = env.db.pool.get().await.expect("connection");
     eventually(PATIENCE, "append B waiting on A", || async {
         let waiting: i64 = probe

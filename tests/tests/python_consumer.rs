@@ -20,12 +20,12 @@ use axum::http::{Method, Request, StatusCode, header};
 use chrono::Utc;
 use gatehouse_auth::link_token;
 use gatehouse_events::chain::canonical_json;
-use gatehouse_events::types::{AdminCreated, LoginFailed, OrgCreated};
-use gatehouse_events::{Actor, Chain, Event, Role, subject};
+use gatehouse_events::types::{LoginFailed, OrgCreated};
+use gatehouse_events::{Chain, Event, subject};
 use gatehouse_relay::{CHAIN_HEADER, POSITION_HEADER, RelayConfig};
-use gatehouse_store::{AppendRequest, Db};
+use gatehouse_store::Db;
 use gatehouse_tests::browser::totp_code;
-use gatehouse_tests::{TestEnv, eventually};
+use gatehouse_tests::{TestEnv, admin_created, eventually, system_append};
 use serde_json::{Value, json};
 use support::{Answer, Api, PASSWORD};
 use tokio_util::sync::CancellationToken;
@@ -425,31 +425,6 @@ async fn a_python_consumer_receives_every_event_once_in_order_valid_against_the_
 // Forged messages: each check of the consumer can fail
 // ---------------------------------------------------------------------------------------------
 
-fn request(org: Uuid, events: Vec<Event>) -> AppendRequest {
-    AppendRequest {
-        org_id: org,
-        actor: Actor::System,
-        correlation_id: Uuid::now_v7(),
-        time: Utc::now(),
-        auth_method: None,
-        events,
-        expected: vec![],
-        org_position: None,
-        statements: vec![],
-    }
-}
-
-fn admin_created(admin: Uuid) -> Event {
-    Event::AdminCreated(AdminCreated {
-        admin_id: admin,
-        email: format!("{admin}@example.com"),
-        first_name: "Ada".into(),
-        last_name: "Lovelace".into(),
-        role: Role::Administrator,
-        mfa_required: false,
-    })
-}
-
 /// An organisation with two admins and a failed login, written through the store and
 /// published by the real relay, which is stopped once they are on the stream (nothing it does
 /// can then interleave with the forgeries). Answers the org and its four stored envelopes with
@@ -472,11 +447,11 @@ async fn published_history(env: &TestEnv, cfg: &RelayConfig) -> (Uuid, Vec<(Valu
         name: "Initech".into(),
     });
     env.db
-        .append(request(org, vec![created, admin_created(a)]))
+        .append(system_append(org, vec![created, admin_created(a, false)]))
         .await
         .expect("the org");
     env.db
-        .append(request(org, vec![admin_created(b)]))
+        .append(system_append(org, vec![admin_created(b, false)]))
         .await
         .expect("another admin");
     let failed = Event::LoginFailed(LoginFailed {
@@ -486,7 +461,7 @@ async fn published_history(env: &TestEnv, cfg: &RelayConfig) -> (Uuid, Vec<(Valu
         user_agent: "curl/8".into(),
     });
     env.db
-        .append(request(org, vec![failed]))
+        .append(system_append(org, vec![failed]))
         .await
         .expect("a failed login");
     await_messages_in_stream(&env.jetstream, &env.stream, 4).await;
