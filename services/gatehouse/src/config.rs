@@ -18,7 +18,7 @@ pub struct Config {
         global = true
     )]
     pub database_url: String,
-    /// NATS server with JetStream.
+    /// NATS server with JetStream, or the nodes of a cluster separated by commas.
     #[arg(
         long,
         env = "NATS_URL",

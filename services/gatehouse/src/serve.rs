@@ -63,6 +63,9 @@ pub async fn start(config: &Config, roles: &[Role], demo_mode: bool) -> anyhow::
             .context("seeding the demo organisation")?;
     }
 
+    // The recorder first: what a role records before it exists is lost (the relay records
+    // that it leads once, when it wins the lock).
+    let metrics = telemetry::metrics();
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
     if roles.contains(&Role::Relay) {
@@ -97,7 +100,7 @@ pub async fn start(config: &Config, roles: &[Role], demo_mode: bool) -> anyhow::
             db: db.clone(),
             checkpoints,
             nats: Some(nats.clone()),
-            metrics: telemetry::metrics(),
+            metrics,
             public_url: config.public_url.clone(),
         };
         let listener = tokio::net::TcpListener::bind(config.listen)

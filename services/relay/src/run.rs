@@ -42,7 +42,10 @@ pub async fn run(
             Ok(None) => break,
             Ok(Some(leader)) => {
                 failures = 0;
-                lead(&db, &js, &cfg, leader, &shutdown).await
+                telemetry::active(true);
+                let led = lead(&db, &js, &cfg, leader, &shutdown).await;
+                telemetry::active(false);
+                led
             }
             Err(e) => Err(e),
         };
