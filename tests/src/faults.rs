@@ -3,12 +3,16 @@
 //!
 //! - [`NatsServer`]: `nats-server -js` on a free port with a store directory of its own; `stop`
 //!   kills it (as a crash would), `start` brings it back on the same port and directory.
+//! - [`NatsCluster`]: three (or more) such servers clustered on loopback (a cluster port each,
+//!   routes to the others), ready once the cluster can place a stream with a replica on every
+//!   node.
 //! - [`PostgresServer`]: a Postgres cluster of its own (`initdb` into a temporary directory, run
 //!   by `pg_ctl` on a free port, as the `postgres` OS user when the test runs as root, since
 //!   Postgres refuses to run as root); `stop` is `pg_ctl stop -m immediate` (no checkpoint, the
 //!   next start recovers from the WAL, as after a crash), `start` brings it back on the same port
 //!   and directory.
 
+use std::collections::HashSet;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -28,27 +32,41 @@ pub fn nats_server_binary() -> String {
 pub struct NatsServer {
     port: u16,
     store_dir: PathBuf,
+    /// The server's name (`--name`); JetStream in a cluster names its leaders by it.
+    name: String,
+    /// Arguments after the standard ones (the cluster's, for a node of a [`NatsCluster`]).
+    args: Vec<String>,
     child: Option<Child>,
 }
 
 impl NatsServer {
     /// Starts a server on a free port and waits until it accepts connections.
     pub async fn start_new() -> anyhow::Result<NatsServer> {
-        let port = free_port()?;
-        let store_dir =
-            std::env::temp_dir().join(format!("gatehouse-nats-{}", Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&store_dir).context("creating the NATS store directory")?;
-        let mut server = NatsServer {
-            port,
-            store_dir,
-            child: None,
-        };
+        let mut server = NatsServer::new(free_port()?, "gatehouse-test".to_owned(), Vec::new())?;
         server.start().await?;
         Ok(server)
     }
 
+    /// A server that is not started yet, with a store directory of its own.
+    fn new(port: u16, name: String, args: Vec<String>) -> anyhow::Result<NatsServer> {
+        let store_dir =
+            std::env::temp_dir().join(format!("gatehouse-nats-{}", Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&store_dir).context("creating the NATS store directory")?;
+        Ok(NatsServer {
+            port,
+            store_dir,
+            name,
+            args,
+            child: None,
+        })
+    }
+
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     pub fn url(&self) -> String {
@@ -69,6 +87,8 @@ impl NatsServer {
             .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
             .arg("-sd")
             .arg(&self.store_dir)
+            .args(["--name", &self.name])
+            .args(&self.args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -132,6 +152,106 @@ impl Drop for NatsServer {
 fn free_port() -> anyhow::Result<u16> {
     let listener = TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
     Ok(listener.local_addr()?.port())
+}
+
+/// `n` distinct free ports.
+fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
+    let mut ports = Vec::with_capacity(n);
+    let mut seen = HashSet::new();
+    while ports.len() < n {
+        let port = free_port()?;
+        if seen.insert(port) {
+            ports.push(port);
+        }
+    }
+    Ok(ports)
+}
+
+/// JetStream servers clustered on loopback, owned by one test: node `i` is named `n{i}`, has a
+/// client port and a cluster port of its own, and routes to every other node's cluster port.
+/// The cluster's name is unique to the test. Dropping it kills every node.
+pub struct NatsCluster {
+    pub nodes: Vec<NatsServer>,
+}
+
+impl NatsCluster {
+    /// Starts `size` nodes and waits until the cluster can place a stream with `size` replicas
+    /// (every node joined and JetStream elected its meta leader).
+    pub async fn start_new(size: usize) -> anyhow::Result<NatsCluster> {
+        let ports = free_ports(2 * size)?;
+        let (client_ports, cluster_ports) = ports.split_at(size);
+        let cluster_name = format!("gatehouse-{}", Uuid::new_v4().simple());
+        let mut nodes = Vec::with_capacity(size);
+        for (i, (&client, &cluster)) in client_ports.iter().zip(cluster_ports).enumerate() {
+            let routes: Vec<String> = cluster_ports
+                .iter()
+                .filter(|&&p| p != cluster)
+                .map(|p| format!("nats://127.0.0.1:{p}"))
+                .collect();
+            let args = vec![
+                "--cluster_name".to_owned(),
+                cluster_name.clone(),
+                "--cluster".to_owned(),
+                format!("nats://127.0.0.1:{cluster}"),
+                "--routes".to_owned(),
+                routes.join(","),
+            ];
+            nodes.push(NatsServer::new(client, format!("n{i}"), args)?);
+        }
+        let mut cluster = NatsCluster { nodes };
+        for node in &mut cluster.nodes {
+            node.start().await?;
+        }
+        cluster.await_replicas(size).await?;
+        Ok(cluster)
+    }
+
+    /// Every node's client URL, comma-separated (as `NATS_URL` takes them).
+    pub fn urls(&self) -> String {
+        self.nodes
+            .iter()
+            .map(NatsServer::url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The node named `name`.
+    pub fn node(&mut self, name: &str) -> Option<&mut NatsServer> {
+        self.nodes.iter_mut().find(|n| n.name == name)
+    }
+
+    /// Waits until a stream with `replicas` replicas can be created (then deletes it).
+    async fn await_replicas(&self, replicas: usize) -> anyhow::Result<()> {
+        let urls: Vec<String> = self.nodes.iter().map(NatsServer::url).collect();
+        let client = async_nats::connect(urls)
+            .await
+            .context("connecting to the cluster")?;
+        let js = async_nats::jetstream::new(client);
+        let probe = format!("GH_PROBE_{}", Uuid::new_v4().simple());
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let created = js
+                .create_stream(async_nats::jetstream::stream::Config {
+                    name: probe.clone(),
+                    subjects: vec![format!("ghprobe.{}", Uuid::new_v4().simple())],
+                    num_replicas: replicas,
+                    ..Default::default()
+                })
+                .await;
+            match created {
+                Ok(_) => {
+                    js.delete_stream(&probe)
+                        .await
+                        .context("deleting the probe stream")?;
+                    return Ok(());
+                }
+                Err(e) if tokio::time::Instant::now() > deadline => {
+                    bail!("the cluster could not place {replicas} replicas within 60 s: {e}")
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
 }
 
 /// Where Postgres' programs are; `GATEHOUSE_TEST_PG_BIN` overrides it.

@@ -16,7 +16,12 @@
 //! - The faults: `kill -9` of `serve` in the middle of the burst and of a 10,000-admin bulk,
 //!   and again while the mailer writes the bulk's 10,000 Set Up MFA emails;
 //!   NATS killed for 30 s under load and restarted; Postgres stopped (`pg_ctl stop -m
-//!   immediate`) under load and started again.
+//!   immediate`) under load and started again; and, on three NATS servers clustered on loopback
+//!   (stream replicas 3) with two `serve` processes behind the load (each client moves to the
+//!   other process when one stops answering), the node leading the stream and the process whose
+//!   relay is active (`gatehouse_relay_active` on `/metrics`) both killed at once: the standby
+//!   relay must take over, and a downstream durable consumer of the test's own must be given
+//!   every event, with its stored id.
 //! - The proof, after the fault ([`verify`]): every 2xx answer's `Gatehouse-Position` names its
 //!   own event in the store (the bulk's: all its events, found by its `correlationid`); a bulk
 //!   is in the store entirely or not at all; positions are gapless; the stream holds exactly one
@@ -53,7 +58,7 @@ use gatehouse_domain::{AdminId, Email, OrgId};
 use gatehouse_events::types::AdminCreated;
 use gatehouse_events::{Actor, Event, Role};
 use gatehouse_store::{AppendRequest, Db, DbConfig, Expected};
-use gatehouse_tests::faults::{NatsServer, PostgresServer};
+use gatehouse_tests::faults::{NatsCluster, NatsServer, PostgresServer};
 use gatehouse_tests::{TestEnv, eventually, nats_url};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -107,9 +112,12 @@ impl Drop for TempDir {
 /// What `gatehouse` is pointed at.
 struct Deployment {
     database_url: String,
+    /// One server's URL, or a cluster's, comma-separated.
     nats_url: String,
     stream: String,
     prefix: String,
+    /// `GATEHOUSE_NATS_REPLICAS`: 1 on a single server, 3 on a cluster.
+    replicas: usize,
     files: TempDir,
 }
 
@@ -120,6 +128,7 @@ impl Deployment {
             nats_url,
             stream: stream.to_owned(),
             prefix: prefix.to_owned(),
+            replicas: 1,
             files: TempDir::new("faults"),
         }
     }
@@ -134,6 +143,7 @@ impl Deployment {
             .env("NATS_URL", &self.nats_url)
             .env("GATEHOUSE_NATS_STREAM", &self.stream)
             .env("GATEHOUSE_NATS_PREFIX", &self.prefix)
+            .env("GATEHOUSE_NATS_REPLICAS", self.replicas.to_string())
             .env("GATEHOUSE_SECRET_KEY", SECRET_KEY)
             .env_remove("GATEHOUSE_SMTP_URL")
             .env("GATEHOUSE_MAILDIR", self.maildir())
@@ -321,28 +331,29 @@ struct Load {
 }
 
 impl Load {
-    /// `give_up_unanswered`: a client stops at its first request without an answer (the server
-    /// was killed); otherwise clients keep going through failures.
-    fn start(base: &str, key: &str, admins: &[Uuid], give_up_unanswered: bool) -> Load {
+    /// Client `i` talks to `bases[i % bases.len()]` and, like a load balancer's health check,
+    /// moves to the next base after a request without an answer. `give_up_unanswered`: a client
+    /// stops at its first request without an answer (the server was killed); otherwise clients
+    /// keep going through failures.
+    fn start(bases: &[&str], key: &str, admins: &[Uuid], give_up_unanswered: bool) -> Load {
         let answers = Arc::new(Mutex::new(Vec::new()));
         let stop = CancellationToken::new();
+        let bases: Arc<Vec<String>> = Arc::new(bases.iter().map(|b| (*b).to_owned()).collect());
         let clients = admins
             .iter()
-            .map(|&admin| {
-                let (answers, stop, base, key) = (
-                    answers.clone(),
-                    stop.clone(),
-                    base.to_owned(),
-                    key.to_owned(),
-                );
+            .enumerate()
+            .map(|(client, &admin)| {
+                let (answers, stop, bases, key) =
+                    (answers.clone(), stop.clone(), bases.clone(), key.to_owned());
                 tokio::spawn(async move {
                     let http = http();
                     let mut want = true;
                     let mut repeat = false;
                     let mut i = 0u64;
+                    let mut at = client % bases.len();
                     while !stop.is_cancelled() {
                         i += 1;
-                        let url = format!("{base}/api/v1/admins/{admin}");
+                        let url = format!("{}/api/v1/admins/{admin}", bases[at]);
                         let answer = if i.is_multiple_of(5) {
                             let request = http
                                 .post(format!("{url}/mfa/reset"))
@@ -367,6 +378,9 @@ impl Load {
                             answer
                         };
                         let unanswered = answer.status.is_none();
+                        if unanswered {
+                            at = (at + 1) % bases.len();
+                        }
                         if !answer.is_success() {
                             // Failures come fast; do not spin on them.
                             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -988,7 +1002,7 @@ async fn kill_9_during_a_burst_and_a_bulk_of_10000_loses_nothing_acknowledged_an
     let bulk_ids = Arc::new(seed_admins(&deployment.database_url, &org, 10_000).await);
 
     let started = Instant::now();
-    let load = Load::start(&serve.base, &org.key, &clients, true);
+    let load = Load::start(&[&serve.base], &org.key, &clients, true);
     load.await_successes_since(started, 200, "200 acknowledged commands")
         .await;
     let bulk = {
@@ -1112,7 +1126,7 @@ async fn nats_down_for_30_s_under_load_refuses_no_command_and_delivers_every_eve
     let bulk_ids = Arc::new(seed_admins(&deployment.database_url, &org, 1000).await);
 
     let started = Instant::now();
-    let load = Load::start(&serve.base, &org.key, &clients, false);
+    let load = Load::start(&[&serve.base], &org.key, &clients, false);
     load.await_successes_since(started, 100, "100 acknowledged commands")
         .await;
     nats.stop().await.expect("NATS stops");
@@ -1183,7 +1197,7 @@ async fn postgres_stopped_under_load_answers_503_at_once_and_the_pool_recovers_b
     let clients = create_admins(&serve.base, &org.key, CLIENTS).await;
 
     let started = Instant::now();
-    let load = Load::start(&serve.base, &org.key, &clients, false);
+    let load = Load::start(&[&serve.base], &org.key, &clients, false);
     load.await_successes_since(started, 100, "100 acknowledged commands")
         .await;
     postgres.stop().await.expect("Postgres stops");
@@ -1234,6 +1248,216 @@ async fn postgres_stopped_under_load_answers_503_at_once_and_the_pool_recovers_b
     let verified = verify(&deployment, &js, &serve.base, &org, &answers).await;
     eprintln!(
         "verified after the Postgres restart in {:?}: {verified}",
+        test_started.elapsed()
+    );
+}
+
+/// Whether `serve`'s relay is the active one, from its `/metrics` (`gatehouse_relay_active`).
+async fn relay_active(base: &str) -> Option<bool> {
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("gatehouse_relay_active "))
+        .map(|v| v.trim() == "1")
+}
+
+/// Which of `serves` runs the active relay, once exactly one does.
+async fn active_relay(serves: &[Serve]) -> usize {
+    eventually(PATIENCE, "exactly one active relay", || async {
+        let mut active = Vec::new();
+        for (i, serve) in serves.iter().enumerate() {
+            if relay_active(&serve.base).await? {
+                active.push(i);
+            }
+        }
+        (active.len() == 1).then(|| active[0])
+    })
+    .await
+}
+
+/// A downstream consumer of the test's own, as a team consuming Gatehouse's events runs one: a
+/// durable pull consumer (replicated like the stream) fetching through the faults, acknowledging
+/// each message, recording the `Nats-Msg-Id` of every position it was given.
+struct Probe {
+    seen: Arc<Mutex<HashMap<i64, Uuid>>>,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Probe {
+    async fn start(js: &jetstream::Context, stream: &str) -> Probe {
+        let stream = js.get_stream(stream).await.expect("the stream");
+        let consumer = stream
+            .create_consumer(jetstream::consumer::pull::Config {
+                durable_name: Some("downstream_probe".to_owned()),
+                ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                ack_wait: Duration::from_secs(10),
+                ..Default::default()
+            })
+            .await
+            .expect("the probe's consumer");
+        let seen = Arc::new(Mutex::new(HashMap::new()));
+        let stop = CancellationToken::new();
+        let task = {
+            let (seen, stop) = (seen.clone(), stop.clone());
+            tokio::spawn(async move {
+                use futures::StreamExt;
+                while !stop.is_cancelled() {
+                    let fetched = consumer
+                        .fetch()
+                        .max_messages(500)
+                        .expires(Duration::from_secs(1))
+                        .messages()
+                        .await;
+                    let Ok(mut messages) = fetched else {
+                        // The node it asked is gone or electing: ask again.
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    };
+                    while let Some(Ok(message)) = messages.next().await {
+                        let header = |name: &str| {
+                            message
+                                .headers
+                                .as_ref()
+                                .and_then(|h| h.get(name))
+                                .map(|v| v.as_str().to_owned())
+                        };
+                        let position: i64 = header("Gatehouse-Position")
+                            .and_then(|v| v.parse().ok())
+                            .expect("every message names its position");
+                        let id: Uuid = header("Nats-Msg-Id")
+                            .and_then(|v| v.parse().ok())
+                            .expect("every message has its event's id");
+                        let before = lock(&seen).insert(position, id);
+                        // Redelivered (an ack lost with a node): the same event, or a bug.
+                        assert!(
+                            before.is_none_or(|b| b == id),
+                            "position {position} came as {before:?} and as {id}"
+                        );
+                        // An ack lost with a node means a redelivery, which the map absorbs.
+                        let _ = message.ack().await;
+                    }
+                }
+            })
+        };
+        Probe { seen, stop, task }
+    }
+
+    /// Waits until the probe was given every position up to the store's head, then checks each
+    /// came with its stored event's id. Answers how many positions it saw.
+    async fn saw_every_event(self, database_url: &str) -> usize {
+        let db = pg(database_url).await;
+        let stored: HashMap<i64, Uuid> = db
+            .query("SELECT position, event_id FROM events", &[])
+            .await
+            .expect("the events")
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        let head = stored.len() as i64;
+        eventually(PATIENCE, "the probe to see every event", || async {
+            let seen = lock(&self.seen);
+            (1..=head).all(|p| seen.contains_key(&p)).then_some(())
+        })
+        .await;
+        self.stop.cancel();
+        self.task.await.expect("the probe does not panic");
+        let seen = lock(&self.seen);
+        for (position, id) in seen.iter() {
+            assert_eq!(stored.get(position), Some(id), "position {position}");
+        }
+        seen.len()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_nats_cluster_losing_its_stream_leader_and_gatehouse_its_active_relay_under_load_delivers_every_event()
+ {
+    let test_started = Instant::now();
+    let env = TestEnv::new().await;
+    let mut cluster = NatsCluster::start_new(3)
+        .await
+        .expect("three NATS servers of the test's own, clustered");
+    let mut deployment =
+        Deployment::new(env.db_url.clone(), cluster.urls(), &env.stream, &env.prefix);
+    deployment.replicas = 3;
+    let mut serves = vec![
+        Serve::start(&deployment).await,
+        Serve::start(&deployment).await,
+    ];
+    let org = deployment.org_create();
+    let clients = create_admins(&serves[0].base, &org.key, CLIENTS).await;
+
+    let urls: Vec<String> = cluster.nodes.iter().map(NatsServer::url).collect();
+    let js = jetstream::new(async_nats::connect(urls).await.expect("the cluster"));
+    let mut stream = js.get_stream(&env.stream).await.expect("the stream");
+    let info = stream.info().await.expect("the stream's info");
+    assert_eq!(info.config.num_replicas, 3, "the stream is replicated");
+    let probe = Probe::start(&js, &env.stream).await;
+
+    let started = Instant::now();
+    let bases: Vec<&str> = serves.iter().map(|s| s.base.as_str()).collect();
+    let load = Load::start(&bases, &org.key, &clients, false);
+    load.await_successes_since(started, 300, "300 acknowledged commands")
+        .await;
+
+    // Both at once, under load: the node leading the stream, and the process whose relay is
+    // the active one.
+    let leader = stream
+        .info()
+        .await
+        .expect("the stream's info")
+        .cluster
+        .clone()
+        .and_then(|c| c.leader)
+        .expect("the stream has a leader");
+    let active = active_relay(&serves).await;
+    let killed = Instant::now();
+    cluster
+        .node(&leader)
+        .expect("the leader is one of the nodes")
+        .stop()
+        .await
+        .expect("the stream leader is killed");
+    serves[active].kill_9();
+    let survivor = &serves[1 - active];
+
+    eventually(PATIENCE, "the standby relay to take over", || async {
+        relay_active(&survivor.base)
+            .await
+            .unwrap_or(false)
+            .then_some(())
+    })
+    .await;
+    let takeover = killed.elapsed();
+    let new_leader = eventually(PATIENCE, "a new stream leader", || async {
+        let mut stream = js.get_stream(&env.stream).await.ok()?;
+        let info = stream.info().await.ok()?;
+        info.cluster
+            .clone()
+            .and_then(|c| c.leader)
+            .filter(|l| *l != leader)
+    })
+    .await;
+    load.await_successes_since(killed, 300, "300 acknowledged commands after the kills")
+        .await;
+    let answers = load.finish().await;
+    eprintln!(
+        "{} answers: {}; killed NATS node {leader} (stream leader) and serve #{active} (active \
+         relay); the standby relay took over within {takeover:?}, {new_leader} leads the stream",
+        answers.len(),
+        summary(&answers),
+    );
+
+    let verified = verify(&deployment, &js, &survivor.base, &org, &answers).await;
+    let seen = probe.saw_every_event(&deployment.database_url).await;
+    eprintln!(
+        "verified after losing the stream leader and the active relay in {:?}: {verified}; the \
+         downstream consumer saw all {seen} events",
         test_started.elapsed()
     );
 }
