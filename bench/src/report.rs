@@ -41,6 +41,12 @@ impl Row {
         self
     }
 
+    /// A measurement with no ceiling to set it against.
+    pub fn value(mut self, ours: f64) -> Row {
+        self.ours = Some(round(ours));
+        self
+    }
+
     pub fn latency(mut self, p50_ms: f64, p99_ms: f64) -> Row {
         self.p50_ms = Some(round(p50_ms));
         self.p99_ms = Some(round(p99_ms));
