@@ -92,6 +92,13 @@ impl<'c> Batch<'c> {
         tx.batch_execute(&format!("SET LOCAL search_path TO {}", quote(&schema)))
             .await
             .context("selecting the projection's schema")?;
+        if target == Target::Shadow {
+            // Nobody reads a shadow while it is replayed, and a crashed rebuild starts over:
+            // its commits need not wait for the WAL flush.
+            tx.batch_execute("SET LOCAL synchronous_commit = off")
+                .await
+                .context("relaxing the shadow batch's commit")?;
+        }
         let checkpoint: i64 = tx
             .query_one("SELECT position FROM checkpoint FOR UPDATE", &[])
             .await

@@ -7,6 +7,15 @@
 //! `_old` and `_next` to the live name, drop `_old`. Queries name tables by schema
 //! (`proj_admins.admins`); Postgres resolves those names again after the swap, in new and in
 //! cached plans, so a query running across it waits a moment rather than failing.
+//!
+//! The replay is the long part, and three things keep it short:
+//! - the shadow's secondary (non-unique) indexes are dropped before it and built again after
+//!   it, once per index rather than once per row (what a projection looks up while applying
+//!   goes through primary keys, which stay);
+//! - the projections apply each batch at the same time, each on its own connection, while the
+//!   next batch is read;
+//! - a shadow batch commits without waiting for the WAL flush: a crash loses at most the last
+//!   batches of a shadow nobody reads, and a crashed rebuild starts again from scratch anyway.
 
 use anyhow::Context;
 use gatehouse_events::Envelope;
@@ -64,30 +73,27 @@ async fn rebuild_locked(
     projections: &[Projection],
     progress: &(impl Fn(u64, u64) + Send + Sync),
 ) -> anyhow::Result<()> {
-    prepare_shadows(db, projections).await?;
+    let deferred = prepare_shadows(db, projections).await?;
 
     let head = db.head().await?;
     let total = u64::try_from(head).unwrap_or(0);
     progress(0, total);
     let mut cursor = 0i64;
-    // Up to the head seen at the start; what comes after is applied at the swap.
-    while cursor < head {
-        let events = db
-            .read_after(cursor, REPLAY_BATCH)
-            .await
-            .context("reading events to replay")?;
-        let Some(last) = events.last().map(|r| r.envelope.position) else {
-            break;
-        };
+    // Up to the head seen at the start; what comes after is applied at the swap. Each batch is
+    // applied by every projection at once while the next one is read.
+    let mut events = read_replay_batch(db, cursor, head).await?;
+    while let Some(last) = events.last().map(|r| r.envelope.position) {
         let envelopes: Vec<&Envelope> = events.iter().map(|r| &r.envelope).collect();
-        for projection in projections {
-            replay(db, *projection, &envelopes).await?;
-        }
+        let applied =
+            futures::future::try_join_all(projections.iter().map(|p| replay(db, *p, &envelopes)));
+        let (_, next) = tokio::try_join!(applied, read_replay_batch(db, last, head))?;
+        events = next;
         cursor = last;
         let done = u64::try_from(cursor).unwrap_or(0);
         progress(done, total.max(done));
     }
 
+    build_deferred_indexes(db, &deferred).await?;
     // Fresh tables have no statistics yet: without them the planner reads whole tables for
     // queries that an index answers (e.g. an export's keyset batches).
     analyze_shadows(db, projections).await?;
@@ -108,8 +114,36 @@ async fn rebuild_locked(
     Ok(())
 }
 
-/// Fresh `_next` schemas (a crashed rebuild may have left one behind).
-async fn prepare_shadows(db: &Db, projections: &[Projection]) -> anyhow::Result<()> {
+/// The replay batch after `cursor`, up to `head` (empty once there).
+async fn read_replay_batch(
+    db: &Db,
+    cursor: i64,
+    head: i64,
+) -> anyhow::Result<Vec<gatehouse_store::Recorded>> {
+    if cursor >= head {
+        return Ok(Vec::new());
+    }
+    db.read_after(cursor, REPLAY_BATCH.min(head - cursor))
+        .await
+        .context("reading events to replay")
+}
+
+/// The secondary indexes of a shadow schema, dropped for the replay: their definitions, to
+/// build them again after it.
+const SECONDARY_INDEXES: &str = "SELECT i.indexname, i.indexdef
+     FROM pg_indexes i
+     JOIN pg_namespace n ON n.nspname = i.schemaname
+     JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = i.indexname
+     JOIN pg_index x ON x.indexrelid = c.oid
+     WHERE i.schemaname = $1 AND NOT x.indisunique
+     ORDER BY i.indexname";
+
+/// Fresh `_next` schemas (a crashed rebuild may have left one behind), without their
+/// secondary indexes; answers the definitions of those, per projection.
+async fn prepare_shadows(
+    db: &Db,
+    projections: &[Projection],
+) -> anyhow::Result<Vec<(Projection, Vec<String>)>> {
     let mut client = db
         .pool
         .get()
@@ -119,14 +153,51 @@ async fn prepare_shadows(db: &Db, projections: &[Projection]) -> anyhow::Result<
         .transaction()
         .await
         .context("beginning the shadow schemas")?;
+    let mut deferred = Vec::with_capacity(projections.len());
     for projection in projections {
         let next = projection.next_schema();
         tx.batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", quote(&next)))
             .await
             .with_context(|| format!("dropping a leftover {next}"))?;
         schema::create(&tx, *projection, &next).await?;
+        let mut definitions = Vec::new();
+        for row in tx
+            .query(SECONDARY_INDEXES, &[&next])
+            .await
+            .with_context(|| format!("listing the indexes of {next}"))?
+        {
+            let name: &str = row.get(0);
+            tx.batch_execute(&format!("DROP INDEX {}.{}", quote(&next), quote(name)))
+                .await
+                .with_context(|| format!("deferring index {next}.{name}"))?;
+            definitions.push(row.get(1));
+        }
+        deferred.push((*projection, definitions));
     }
     tx.commit().await.context("committing the shadow schemas")?;
+    Ok(deferred)
+}
+
+/// Builds the indexes [`prepare_shadows`] deferred, each projection's on a connection of its
+/// own at the same time.
+async fn build_deferred_indexes(
+    db: &Db,
+    deferred: &[(Projection, Vec<String>)],
+) -> anyhow::Result<()> {
+    futures::future::try_join_all(deferred.iter().map(|(projection, definitions)| async move {
+        let client = db
+            .pool
+            .get()
+            .await
+            .context("getting a Postgres connection")?;
+        for definition in definitions {
+            client.batch_execute(definition).await.with_context(|| {
+                format!("building an index of the rebuilt {}", projection.name())
+            })?;
+        }
+        anyhow::Ok(())
+    }))
+    .await?;
     Ok(())
 }
 

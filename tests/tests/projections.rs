@@ -1062,6 +1062,7 @@ async fn a_rebuild_while_queries_run_fails_no_query_and_equals_the_live_model() 
         "the replay takes several batches"
     );
     let live = snapshot(&env.db).await;
+    let live_indexes = indexes(&env.db).await;
 
     let stop = Arc::new(AtomicBool::new(false));
     let during = [
@@ -1115,7 +1116,31 @@ async fn a_rebuild_while_queries_run_fails_no_query_and_equals_the_live_model() 
         live,
         "the rebuilt model equals the live one"
     );
+    // The replay defers the secondary indexes; the swapped-in model has every one of them.
+    assert_eq!(
+        indexes(&env.db).await,
+        live_indexes,
+        "the rebuilt model has the live one's indexes"
+    );
     running.stop().await;
+}
+
+/// Every index of the read models' schemas, as Postgres would create it again.
+async fn indexes(db: &Db) -> Vec<String> {
+    let client = db.pool.get().await.expect("a connection");
+    let rows = client
+        .query(
+            "SELECT indexdef FROM pg_indexes WHERE schemaname LIKE 'proj\\_%' ORDER BY 1",
+            &[],
+        )
+        .await
+        .expect("the indexes");
+    let defs: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    assert!(
+        defs.iter().any(|d| d.contains("records_by_resource_email")),
+        "the audit model's secondary indexes are listed: {defs:?}"
+    );
+    defs
 }
 
 #[tokio::test]
