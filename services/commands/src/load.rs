@@ -2,10 +2,14 @@
 //! at, which the append then expects.
 
 use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::sync::Mutex;
 
 use gatehouse_domain::{AdminId, AdminState, OrgId, OrgState};
 use gatehouse_store::read::Stream;
 use gatehouse_store::{Db, Expected};
+use lru::LruCache;
+use uuid::Uuid;
 
 /// A state and the stream version it reflects.
 #[derive(Debug, Clone)]
@@ -24,16 +28,81 @@ impl<S> Loaded<S> {
     }
 }
 
-fn fold_admin(id: AdminId, org: OrgId, stream: Option<&Stream>) -> Loaded<AdminState> {
-    let Some(stream) = stream else {
-        return Loaded {
-            state: AdminState::absent(id, org),
+/// Admin states already folded, with the version each reflects, so that loading an admin again
+/// reads only the events their stream gained since (`Db::read_streams_after`). Streams are
+/// append-only, so a state folded up to version v stays right for versions 1..=v whatever
+/// other processes append later: the read after v brings those. Bounded: the least recently
+/// used are forgotten.
+pub struct AdminStates {
+    states: Mutex<LruCache<Uuid, Loaded<AdminState>>>,
+}
+
+/// How many admins' states a process keeps (a few hundred bytes each).
+pub const KEPT_ADMIN_STATES: usize = 10_000;
+
+impl Default for AdminStates {
+    fn default() -> Self {
+        AdminStates::new(NonZeroUsize::new(KEPT_ADMIN_STATES).unwrap_or(NonZeroUsize::MIN))
+    }
+}
+
+impl AdminStates {
+    pub fn new(capacity: NonZeroUsize) -> AdminStates {
+        AdminStates {
+            states: Mutex::new(LruCache::new(capacity)),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, LruCache<Uuid, Loaded<AdminState>>> {
+        // A panic while holding the lock leaves whole entries: the cache stays usable.
+        self.states.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn get(&self, id: AdminId) -> Option<Loaded<AdminState>> {
+        self.lock().get(&id.0).cloned()
+    }
+
+    /// Keeps `loaded` unless a later version is kept already.
+    fn keep(&self, id: AdminId, loaded: &Loaded<AdminState>) {
+        if loaded.version == 0 {
+            return;
+        }
+        let mut states = self.lock();
+        if states
+            .peek(&id.0)
+            .is_none_or(|kept| kept.version < loaded.version)
+        {
+            states.put(id.0, loaded.clone());
+        }
+    }
+}
+
+/// Folds what the stream gained after `base` (or the whole stream) into the admin's state.
+fn fold_admin(
+    id: AdminId,
+    org: OrgId,
+    base: Option<Loaded<AdminState>>,
+    stream: Option<&Stream>,
+) -> Loaded<AdminState> {
+    let base = match (base, stream) {
+        (Some(base), _) => base,
+        // The stream's own organisation, not the caller's: a foreign admin then fails the
+        // deciders' same-organisation check.
+        (None, Some(stream)) => Loaded {
+            state: AdminState::absent(id, OrgId(stream.org_id)),
             version: 0,
-        };
+        },
+        (None, None) => {
+            return Loaded {
+                state: AdminState::absent(id, org),
+                version: 0,
+            };
+        }
     };
-    // The stream's own organisation, not the caller's: a foreign admin then fails the
-    // deciders' same-organisation check.
-    let mut state = AdminState::absent(id, OrgId(stream.org_id));
+    let Some(stream) = stream else {
+        return base;
+    };
+    let mut state = base.state;
     for envelope in &stream.events {
         if let (Ok(event), Some(at)) = (envelope.event(), envelope.occurred_at()) {
             state = state.evolve(&event, at);
@@ -45,22 +114,39 @@ fn fold_admin(id: AdminId, org: OrgId, stream: Option<&Stream>) -> Loaded<AdminS
     }
 }
 
-/// Loads admins by id (absent ones as [`AdminState::absent`] in `org`).
+/// Loads admins by id (absent ones as [`AdminState::absent`] in `org`), starting from the
+/// states kept in `kept` and reading only what their streams gained since.
 pub async fn admins(
     db: &Db,
+    kept: &AdminStates,
     org: OrgId,
     ids: &[AdminId],
 ) -> anyhow::Result<HashMap<AdminId, Loaded<AdminState>>> {
-    let raw: Vec<uuid::Uuid> = ids.iter().map(|id| id.0).collect();
-    let streams = db.read_streams(&raw).await?;
+    let bases: Vec<Option<Loaded<AdminState>>> = ids.iter().map(|id| kept.get(*id)).collect();
+    let after: Vec<(Uuid, i64)> = ids
+        .iter()
+        .zip(&bases)
+        .map(|(id, base)| (id.0, base.as_ref().map_or(0, |b| b.version)))
+        .collect();
+    let streams = db.read_streams_after(&after).await?;
     Ok(ids
         .iter()
-        .map(|id| (*id, fold_admin(*id, org, streams.get(&id.0))))
+        .zip(bases)
+        .map(|(id, base)| {
+            let loaded = fold_admin(*id, org, base, streams.get(&id.0));
+            kept.keep(*id, &loaded);
+            (*id, loaded)
+        })
         .collect())
 }
 
-pub async fn admin(db: &Db, org: OrgId, id: AdminId) -> anyhow::Result<Loaded<AdminState>> {
-    let mut map = admins(db, org, &[id]).await?;
+pub async fn admin(
+    db: &Db,
+    kept: &AdminStates,
+    org: OrgId,
+    id: AdminId,
+) -> anyhow::Result<Loaded<AdminState>> {
+    let mut map = admins(db, kept, org, &[id]).await?;
     Ok(map.remove(&id).unwrap_or_else(|| Loaded {
         state: AdminState::absent(id, org),
         version: 0,

@@ -101,6 +101,8 @@ pub struct Commands {
     pub(crate) passwords: Passwords,
     /// Seals TOTP secrets at rest (`GATEHOUSE_SECRET_KEY`).
     pub(crate) secret_key: Arc<SecretKey>,
+    /// Admins' folded states, so a command reads only what a stream gained since.
+    pub(crate) admin_states: Arc<load::AdminStates>,
 }
 
 fn fold_admin(state: &AdminState, events: &[Event], at: DateTime<Utc>) -> AdminState {
@@ -116,6 +118,7 @@ impl Commands {
             db,
             passwords,
             secret_key: Arc::new(secret_key),
+            admin_states: Arc::new(load::AdminStates::default()),
         }
     }
 
@@ -221,7 +224,13 @@ impl Commands {
         &self,
         ctx: &CommandContext,
     ) -> Result<Loaded<AdminState>, CommandError> {
-        Ok(load::admin(&self.db, ctx.principal.org_id, ctx.principal.admin_id).await?)
+        Ok(load::admin(
+            &self.db,
+            &self.admin_states,
+            ctx.principal.org_id,
+            ctx.principal.admin_id,
+        )
+        .await?)
     }
 
     /// Creates an organisation and its owner (from the command line: the actor is the system).
@@ -285,7 +294,7 @@ impl Commands {
             move |now| async move {
                 let actor = self.actor(ctx).await?;
                 let org = load::org(&self.db, org_id).await?;
-                let existing = load::admin(&self.db, org_id, admin.id).await?;
+                let existing = load::admin(&self.db, &self.admin_states, org_id, admin.id).await?;
                 let events =
                     decide::create_admin(&actor.state, &org.state, &existing.state, admin)?;
                 let state = fold_admin(&existing.state, &events, now);
@@ -319,7 +328,7 @@ impl Commands {
             Origin::of(ctx),
             move |_| async move {
                 let actor = self.actor(ctx).await?;
-                let loaded = load::admin(&self.db, org_id, target).await?;
+                let loaded = load::admin(&self.db, &self.admin_states, org_id, target).await?;
                 let events = decide::remove_admin(&actor.state, &loaded.state)?;
                 let mut plan = Plan::new(events, ())
                     .expect(actor.state.id.0, &actor)
@@ -346,7 +355,7 @@ impl Commands {
             move |now| async move {
                 let actor = self.actor(ctx).await?;
                 let org = load::org(&self.db, org_id).await?;
-                let loaded = load::admin(&self.db, org_id, target).await?;
+                let loaded = load::admin(&self.db, &self.admin_states, org_id, target).await?;
                 let events =
                     decide::set_mfa_requirement(&actor.state, &org.state, &loaded.state, required)?;
                 let state = fold_admin(&loaded.state, &events, now);
@@ -374,7 +383,7 @@ impl Commands {
             Origin::of(ctx),
             move |_| async move {
                 let actor = self.actor(ctx).await?;
-                let loaded = load::admins(&self.db, org_id, ids).await?;
+                let loaded = load::admins(&self.db, &self.admin_states, org_id, ids).await?;
                 let states: Vec<AdminState> = loaded.values().map(|l| l.state.clone()).collect();
                 let outcome = decide::require_mfa_bulk(&actor.state, ids, &states)?;
                 let mut plan = Plan::new(outcome.events.clone(), outcome);
@@ -417,7 +426,7 @@ impl Commands {
                     .into_iter()
                     .map(AdminId)
                     .collect();
-                let admins = load::admins(&self.db, org_id, &ids).await?;
+                let admins = load::admins(&self.db, &self.admin_states, org_id, &ids).await?;
                 let states: Vec<AdminState> = admins.into_values().map(|l| l.state).collect();
                 let events = decide::enable_global_mfa(&actor.state, &org.state, &states)?;
                 let mut plan = Plan::new(events, true).expect(org_id.0, &org);

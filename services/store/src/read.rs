@@ -57,6 +57,23 @@ impl Db {
 
     /// Reads whole streams, keyed by stream id; absent streams are absent from the map.
     pub async fn read_streams(&self, ids: &[Uuid]) -> anyhow::Result<HashMap<Uuid, Stream>> {
+        let after: Vec<(Uuid, i64)> = ids.iter().map(|&id| (id, 0)).collect();
+        self.read_streams_after(&after).await
+    }
+
+    /// Reads each stream's events after the version given with it (0: the whole stream), keyed
+    /// by stream id; a stream with nothing after that version is absent from the map. Each
+    /// read goes through the `(stream_id, stream_version)` index, so a long stream costs only
+    /// what it gained.
+    pub async fn read_streams_after(
+        &self,
+        streams: &[(Uuid, i64)],
+    ) -> anyhow::Result<HashMap<Uuid, Stream>> {
+        // Each stream once (a repeated id would read its events twice), from its lowest version.
+        let mut streams = streams.to_vec();
+        streams.sort_unstable();
+        streams.dedup_by_key(|(id, _)| *id);
+        let (ids, after): (Vec<Uuid>, Vec<i64>) = streams.into_iter().unzip();
         let client = self
             .pool
             .get()
@@ -64,9 +81,12 @@ impl Db {
             .context("getting a Postgres connection")?;
         let rows = client
             .query(
-                "SELECT e.envelope, e.stream_id, e.org_id FROM events e
-                 WHERE e.stream_id = ANY($1) ORDER BY e.stream_id, e.stream_version",
-                &[&ids],
+                "SELECT e.envelope, e.stream_id, e.org_id
+                 FROM unnest($1::uuid[], $2::bigint[]) AS w(stream_id, after_version)
+                 JOIN events e ON e.stream_id = w.stream_id
+                              AND e.stream_version > w.after_version
+                 ORDER BY e.stream_id, e.stream_version",
+                &[&ids, &after],
             )
             .await
             .context("reading streams")?;
