@@ -82,26 +82,10 @@ impl Producer {
 
     /// Creates an organisation and its owner (a few events).
     pub async fn create_org(&self, name: &str) -> Org {
-        let email = format!("owner-{}@example.com", Uuid::new_v4().simple());
-        let created = gatehouse::org::create(
-            &self.commands,
-            name,
-            &email,
-            Some("a long test password, 2026".to_owned()),
-            false,
-            "http://127.0.0.1:8080",
-        )
-        .await
-        .expect("an organisation");
+        let owner = create_org(&self.commands, name).await;
         Org {
-            id: created.org_id,
-            owner: Principal {
-                admin_id: AdminId(created.owner_id),
-                org_id: OrgId(created.org_id),
-                email,
-                role: Role::AdministratorWithBilling,
-                auth_method: AuthMethod::Session,
-            },
+            id: owner.org_id.0,
+            owner,
             // Every admin starts with the widget shown.
             widget_visible: true,
         }
@@ -146,6 +130,29 @@ impl Producer {
         )
         .await;
         head
+    }
+}
+
+/// Creates an organisation through `commands` (as `gatehouse org create` does); answers its
+/// owner, acting as by a session.
+pub async fn create_org(commands: &Commands, name: &str) -> Principal {
+    let email = format!("owner-{}@example.com", Uuid::new_v4().simple());
+    let created = gatehouse::org::create(
+        commands,
+        name,
+        &email,
+        Some("a long test password, 2026".to_owned()),
+        false,
+        "http://127.0.0.1:8080",
+    )
+    .await
+    .expect("an organisation");
+    Principal {
+        admin_id: AdminId(created.owner_id),
+        org_id: OrgId(created.org_id),
+        email,
+        role: Role::AdministratorWithBilling,
+        auth_method: AuthMethod::Session,
     }
 }
 

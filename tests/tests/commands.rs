@@ -3,10 +3,11 @@
 //! store, as two `gatehouse serve` processes would, and check that neither decides on a state
 //! the other has moved past.
 
+use gatehouse_auth::Passwords;
 use gatehouse_auth::secretbox::SecretKey;
-use gatehouse_auth::{AuthMethod, Passwords, Principal};
 use gatehouse_commands::{CommandContext, Commands};
-use gatehouse_domain::{AdminId, OrgId, Role};
+use gatehouse_domain::AdminId;
+use gatehouse_tests::producer::create_org;
 use gatehouse_tests::{TestEnv, admin_created, system_append};
 use uuid::Uuid;
 
@@ -20,32 +21,15 @@ fn process(env: &TestEnv) -> Commands {
 
 /// An organisation, its owner acting in it, and one administrator without MFA required.
 async fn org_with_admin(env: &TestEnv, commands: &Commands) -> (CommandContext, AdminId) {
-    let email = format!("owner-{}@example.com", Uuid::new_v4().simple());
-    let created = gatehouse::org::create(
-        commands,
-        "Acme",
-        &email,
-        Some("a long test password, 2026".to_owned()),
-        false,
-        "http://127.0.0.1:8080",
-    )
-    .await
-    .expect("an organisation");
+    let owner = create_org(commands, "Acme").await;
     let admin = Uuid::now_v7();
     env.db
         .append(system_append(
-            created.org_id,
+            owner.org_id.0,
             vec![admin_created(admin, false)],
         ))
         .await
         .expect("the admin is created");
-    let owner = Principal {
-        admin_id: AdminId(created.owner_id),
-        org_id: OrgId(created.org_id),
-        email,
-        role: Role::AdministratorWithBilling,
-        auth_method: AuthMethod::ApiKey,
-    };
     (CommandContext::new(owner), AdminId(admin))
 }
 
