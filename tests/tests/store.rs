@@ -163,3 +163,118 @@ async fn each_organisation_has_its_own_hash_chain() {
     );
     assert_eq!(env.db.org_head(a).await.expect("head"), (3, c2));
 }
+
+/// What one of the concurrent appends asked, and what it should get.
+enum Ask {
+    /// Require MFA of `admin` at version 1: one such append per admin wins.
+    Require { admin: Uuid },
+    /// Create an admin whose credentials row takes an email already taken.
+    Duplicate,
+}
+
+#[tokio::test]
+async fn concurrent_appends_through_the_group_appender_each_get_their_own_answer() {
+    let env = TestEnv::new().await;
+    let appender = gatehouse_store::GroupAppender::new(env.db.clone());
+    let org = Uuid::now_v7();
+    let admins: Vec<Uuid> = (0..40).map(|_| Uuid::now_v7()).collect();
+    let taken = gatehouse_domain::Email::parse("taken@example.com").expect("an address");
+    let mut setup = request(
+        org,
+        std::iter::once(org_created(org))
+            .chain(admins.iter().map(|a| admin_created(*a)))
+            .collect(),
+        vec![],
+    );
+    setup.statements = vec![gatehouse_auth::rows::insert_admin(
+        gatehouse_domain::AdminId(admins[0]),
+        gatehouse_domain::OrgId(org),
+        &taken,
+        gatehouse_events::Role::Administrator,
+        None,
+    )];
+    let head_before = appender
+        .append(setup)
+        .await
+        .expect("the setup")
+        .envelopes
+        .len() as i64;
+
+    // Four appends race per admin for version 1 -> 2, and forty more are refused by a unique
+    // constraint: all at once, so they share groups.
+    let mut asks: Vec<Ask> = Vec::new();
+    for _ in 0..4 {
+        asks.extend(admins.iter().map(|&admin| Ask::Require { admin }));
+        asks.extend((0..10).map(|_| Ask::Duplicate));
+    }
+    let tasks: Vec<_> = asks
+        .iter()
+        .map(|ask| {
+            let appender = appender.clone();
+            let req = match ask {
+                Ask::Require { admin } => request(
+                    org,
+                    vec![Event::MfaRequired(MfaRequired {
+                        admin_id: *admin,
+                        source: RequirementSource::Admin,
+                    })],
+                    vec![(*admin, Expected::Exactly(1))],
+                ),
+                Ask::Duplicate => {
+                    let id = Uuid::now_v7();
+                    let mut req = request(org, vec![admin_created(id)], vec![]);
+                    req.statements = vec![gatehouse_auth::rows::insert_admin(
+                        gatehouse_domain::AdminId(id),
+                        gatehouse_domain::OrgId(org),
+                        &taken,
+                        gatehouse_events::Role::Administrator,
+                        None,
+                    )];
+                    req
+                }
+            };
+            tokio::spawn(async move { appender.append(req).await })
+        })
+        .collect();
+    let mut winners: std::collections::HashMap<Uuid, Vec<i64>> = Default::default();
+    let mut positions = Vec::new();
+    for (ask, task) in asks.iter().zip(tasks) {
+        let result = task.await.expect("the append task");
+        match (ask, result) {
+            (Ask::Require { admin }, Ok(appended)) => {
+                let envelope = &appended.envelopes[0];
+                assert_eq!(envelope.streamversion, 2);
+                winners.entry(*admin).or_default().push(envelope.position);
+                positions.push(envelope.position);
+            }
+            (Ask::Require { .. }, Err(AppendError::Conflict)) => {}
+            (Ask::Duplicate, Err(AppendError::Unique(constraint))) => {
+                assert!(constraint.contains("email"), "{constraint}");
+            }
+            (_, other) => panic!("an unexpected answer: {other:?}"),
+        }
+    }
+    assert_eq!(
+        winners.len(),
+        admins.len(),
+        "every admin's race has a winner"
+    );
+    assert!(
+        winners.values().all(|w| w.len() == 1),
+        "exactly one winner per admin: {winners:?}"
+    );
+    // The winners hold the positions after the setup, gaplessly, and nothing else was written.
+    positions.sort_unstable();
+    let expected: Vec<i64> = (head_before + 1..=head_before + admins.len() as i64).collect();
+    assert_eq!(positions, expected);
+    assert_eq!(
+        env.db.head().await.expect("head"),
+        head_before + admins.len() as i64
+    );
+    let report = env.db.verify_org(org).await.expect("the chain");
+    assert!(
+        report.verified,
+        "the organisation's chain holds: {report:?}"
+    );
+    assert_eq!(report.events, head_before as u64 + admins.len() as u64);
+}

@@ -13,7 +13,7 @@ use gatehouse_domain::policy;
 use gatehouse_domain::{AdminId, AdminState, DomainError, OrgId, OrgName, OrgState, Role};
 use gatehouse_events::{Actor, Event};
 use gatehouse_store::read::StreamKind;
-use gatehouse_store::{AppendError, AppendRequest, Db, Expected, Statement};
+use gatehouse_store::{AppendError, AppendRequest, Db, Expected, GroupAppender, Statement};
 use uuid::Uuid;
 
 use crate::load::{self, Loaded};
@@ -103,6 +103,8 @@ pub struct Commands {
     pub(crate) secret_key: Arc<SecretKey>,
     /// Admins' folded states, so a command reads only what a stream gained since.
     pub(crate) admin_states: Arc<load::AdminStates>,
+    /// Appends with the other commands in flight: one transaction and one flush per group.
+    pub(crate) appender: GroupAppender,
 }
 
 fn fold_admin(state: &AdminState, events: &[Event], at: DateTime<Utc>) -> AdminState {
@@ -115,6 +117,7 @@ fn fold_admin(state: &AdminState, events: &[Event], at: DateTime<Utc>) -> AdminS
 impl Commands {
     pub fn new(db: Db, passwords: Passwords, secret_key: SecretKey) -> Commands {
         Commands {
+            appender: GroupAppender::new(db.clone()),
             db,
             passwords,
             secret_key: Arc::new(secret_key),
@@ -193,7 +196,7 @@ impl Commands {
                 org_position: plan.org_position,
                 statements: plan.statements,
             };
-            match self.db.append(request).await {
+            match self.appender.append(request).await {
                 Ok(appended) => {
                     metrics::counter!("gatehouse_events_appended_total").increment(count);
                     let position = match appended.last_position() {

@@ -49,7 +49,7 @@ pub struct AppendRequest {
 }
 
 /// The events as they were stored and will be published.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Appended {
     pub envelopes: Vec<Envelope>,
     pub chains: Vec<Chain>,
@@ -118,6 +118,44 @@ pub async fn append_in(
     tx: &tokio_postgres::Transaction<'_>,
     req: AppendRequest,
 ) -> Result<Appended, AppendError> {
+    run_statements(tx, &req).await?;
+    if req.events.is_empty() && req.expected.is_empty() {
+        return Ok(Appended::default());
+    }
+    let head = lock_head(tx).await?;
+    let appended = write_after(tx, req, head).await?;
+    if let Some(last) = appended.last_position() {
+        save_head(tx, last).await?;
+    }
+    Ok(appended)
+}
+
+/// Takes the append lock (held until the transaction ends) and answers the store's last
+/// position. Everything read after it is current.
+pub(crate) async fn lock_head(tx: &tokio_postgres::Transaction<'_>) -> Result<i64, AppendError> {
+    let row = tx
+        .query_one("SELECT last_position FROM store_head FOR UPDATE", &[])
+        .await
+        .map_err(|e| map_db_error(e, "taking the append lock"))?;
+    Ok(row.get(0))
+}
+
+/// Moves the store's last position, under the lock [`lock_head`] took.
+pub(crate) async fn save_head(
+    tx: &tokio_postgres::Transaction<'_>,
+    last: i64,
+) -> Result<(), AppendError> {
+    tx.execute("UPDATE store_head SET last_position = $1", &[&last])
+        .await
+        .map_err(|e| map_db_error(e, "advancing the store head"))?;
+    Ok(())
+}
+
+/// Runs the request's own statements (credentials rows, …).
+pub(crate) async fn run_statements(
+    tx: &tokio_postgres::Transaction<'_>,
+    req: &AppendRequest,
+) -> Result<(), AppendError> {
     for st in &req.statements {
         let params: Vec<&(dyn ToSql + Sync)> = st
             .params
@@ -128,31 +166,26 @@ pub async fn append_in(
             .await
             .map_err(|e| map_db_error(e, "running a statement of the append"))?;
     }
-    if req.events.is_empty() && req.expected.is_empty() {
-        return Ok(Appended {
-            envelopes: vec![],
-            chains: vec![],
-        });
-    }
+    Ok(())
+}
 
+/// Checks the request's expectations and writes its events at the positions after `head`
+/// (the store's last position, read under the lock), with the organisation's chain and the
+/// streams' versions; the caller moves the store head. Writes nothing on a conflict.
+pub(crate) async fn write_after(
+    tx: &tokio_postgres::Transaction<'_>,
+    req: AppendRequest,
+    head: i64,
+) -> Result<Appended, AppendError> {
     let n = req.events.len() as i64;
-    // The lock: held until commit. Everything read after it is current.
-    let last: i64 = tx
-        .query_one(
-            "UPDATE store_head SET last_position = last_position + $1 RETURNING last_position",
-            &[&n],
-        )
-        .await
-        .map_err(|e| map_db_error(e, "taking the append lock"))?
-        .get(0);
-
+    let last = head + n;
     let mut stream_ids: Vec<Uuid> = req.expected.iter().map(|(id, _)| *id).collect();
     stream_ids.extend(req.events.iter().map(Event::stream_id));
     stream_ids.sort();
     stream_ids.dedup();
     let streams_params: [&(dyn ToSql + Sync); 1] = [&stream_ids];
     let org_params: [&(dyn ToSql + Sync); 1] = [&req.org_id];
-    let (rows, head) = futures::try_join!(
+    let (rows, org_head) = futures::try_join!(
         tx.query(
             "SELECT stream_id, org_id, version FROM streams WHERE stream_id = ANY($1)",
             &streams_params
@@ -184,7 +217,7 @@ pub async fn append_in(
             return Err(AppendError::Conflict);
         }
     }
-    let (mut chain, org_last) = match &head {
+    let (mut chain, org_last) = match &org_head {
         Some(row) => {
             let bytes: Vec<u8> = row.get(0);
             (
@@ -200,13 +233,10 @@ pub async fn append_in(
         return Err(AppendError::Conflict);
     }
     if req.events.is_empty() {
-        return Ok(Appended {
-            envelopes: vec![],
-            chains: vec![],
-        });
+        return Ok(Appended::default());
     }
 
-    let first = last - n + 1;
+    let first = head + 1;
     let mut envelopes = Vec::with_capacity(req.events.len());
     let mut chains = Vec::with_capacity(req.events.len());
     let mut kinds: HashMap<Uuid, &'static str> = HashMap::new();

@@ -3,6 +3,8 @@
 //! - [`db`]: connection pools, creating the database if it is missing, migrations.
 //! - [`append`]: appending events to one or many streams atomically, with expected versions,
 //!   gapless global positions and the per-organisation hash chain.
+//! - [`group`]: group commit: concurrent appends of a process in one transaction, one hold of
+//!   the append lock and one WAL flush ([`GroupAppender`]).
 //! - [`read`]: reading streams, an organisation's history and everything after a position.
 //! - [`audit`]: an organisation's history in keyset batches for exports, and its hash chain
 //!   recomputed from the stored envelopes.
@@ -13,10 +15,12 @@
 pub mod append;
 pub mod audit;
 pub mod db;
+pub mod group;
 pub mod read;
 
 pub use append::{AppendError, AppendRequest, Appended, Expected, Statement};
 pub use db::{Db, DbConfig, Listener};
+pub use group::GroupAppender;
 pub use read::{Recorded, StreamKind};
 
 /// The Postgres channel on which every append notifies its last position.
