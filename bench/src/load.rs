@@ -22,7 +22,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
-use crate::report::quantile;
+use crate::report::{Row, quantile};
 
 /// A request as the load generator sends it.
 pub type Req = Request<Full<Bytes>>;
@@ -198,6 +198,14 @@ impl Report {
             quantile(&mut latencies, 0.5),
             quantile(&mut latencies, 0.99),
         )
+    }
+
+    /// A row of the 2xx rate against `ceiling`, with the latencies of the 2xx answers.
+    pub fn row(&self, scenario: &str, unit: &str, ceiling: f64) -> Row {
+        let (p50, p99) = self.p50_p99();
+        Row::new(scenario, unit)
+            .against(self.rate(), ceiling)
+            .latency(p50, p99)
     }
 
     /// Fails when nothing succeeded; otherwise says how it went, failures included.

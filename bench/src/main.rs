@@ -54,6 +54,8 @@ pub enum Group {
     Lag,
     /// PUT /admins/{id}/mfa on an admin with a 100,000-event stream vs a fresh one.
     History,
+    /// 100 password logins at once beside the widget at 16 connections.
+    Login,
     /// serve's peak RSS after 100,000 admins and the commands and widget scenarios.
     Memory,
 }

@@ -5,8 +5,9 @@
 //! `gatehouse_store::Db::append` from here, exactly as the command service would append them: the
 //! `admin.created` events (envelopes, positions, the organisation's hash chain) and, in the same
 //! transaction, the credential rows of `gatehouse_auth::rows::insert_admin`, without a password
-//! (the benchmark's admins never log in). `gatehouse serve`'s projections then apply them like
-//! any other events.
+//! (the benchmark's admins never log in), except the login storm's, which share one hash made
+//! once by the product's own `gatehouse_auth::Passwords`. `gatehouse serve`'s projections then
+//! apply them like any other events.
 
 use anyhow::Context;
 use chrono::Utc;
@@ -31,15 +32,53 @@ pub async fn store(database_url: &str) -> anyhow::Result<Db> {
     .context("connecting to the event store")
 }
 
-/// Appends `n` managers to `org`, created by its owner, with MFA required or not; answers their
-/// ids in creation order.
+/// Runs `seed` on the event store of `database_url` and closes it after, whatever the outcome.
+pub async fn with_store<T>(
+    database_url: &str,
+    seed: impl AsyncFnOnce(&Db) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let db = store(database_url).await?;
+    let seeded = seed(&db).await;
+    db.pool.close();
+    seeded
+}
+
+/// Appends `n` managers to `org`, created by its owner, with MFA required or not and without a
+/// password; answers their ids in creation order.
 pub async fn admins(db: &Db, org: &Org, n: usize, mfa_required: bool) -> anyhow::Result<Vec<Uuid>> {
+    appended(db, org, n, mfa_required, None).await
+}
+
+/// Appends `n` managers to `org` without MFA required, whose password has the argon2id PHC
+/// string `password_hash`: they can log in with it. One hash serves them all, since the string
+/// carries its own salt and parameters. Answers their ids in creation order.
+pub async fn admins_with_password(
+    db: &Db,
+    org: &Org,
+    n: usize,
+    password_hash: &str,
+) -> anyhow::Result<Vec<Uuid>> {
+    appended(db, org, n, false, Some(password_hash)).await
+}
+
+/// The email address of a seeded admin.
+pub fn email(admin: Uuid) -> String {
+    format!("bench-{}@bench.example", admin.simple())
+}
+
+async fn appended(
+    db: &Db,
+    org: &Org,
+    n: usize,
+    mfa_required: bool,
+    password_hash: Option<&str>,
+) -> anyhow::Result<Vec<Uuid>> {
     let ids: Vec<Uuid> = (0..n).map(|_| Uuid::now_v7()).collect();
     for chunk in ids.chunks(CHUNK) {
         let mut events = Vec::with_capacity(chunk.len());
         let mut statements = Vec::with_capacity(chunk.len());
         for &id in chunk {
-            let (event, credentials) = created(org, id, mfa_required)?;
+            let (event, credentials) = created(org, id, mfa_required, password_hash)?;
             events.push(event);
             statements.push(credentials);
         }
@@ -58,14 +97,19 @@ pub async fn admins(db: &Db, org: &Org, n: usize, mfa_required: bool) -> anyhow:
 }
 
 /// An admin's creation event and its credential row.
-fn created(org: &Org, id: Uuid, mfa_required: bool) -> anyhow::Result<(Event, Statement)> {
-    let email = format!("bench-{}@bench.example", id.simple());
+fn created(
+    org: &Org,
+    id: Uuid,
+    mfa_required: bool,
+    password_hash: Option<&str>,
+) -> anyhow::Result<(Event, Statement)> {
+    let email = email(id);
     let row = gatehouse_auth::rows::insert_admin(
         AdminId(id),
         OrgId(org.id),
         &Email::parse(&email).context("a generated address")?,
         Role::Manager,
-        None,
+        password_hash.map(str::to_owned),
     );
     let event = Event::AdminCreated(AdminCreated {
         admin_id: id,

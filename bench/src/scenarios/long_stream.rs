@@ -37,10 +37,10 @@ async fn seed(env: &Env<'_>, store: &Db) -> anyhow::Result<(Org, Uuid, Uuid)> {
 }
 
 pub async fn measure(stage: &Stage<'_>) -> anyhow::Result<Vec<Row>> {
-    let store = seed::store(&stage.env.database_url()).await?;
-    let seeded = seed(stage.env, &store).await;
-    store.pool.close();
-    let (org, long, fresh) = seeded?;
+    let (org, long, fresh) = seed::with_store(&stage.env.database_url(), async |store| {
+        seed(stage.env, store).await
+    })
+    .await?;
     // serve's projections apply the 100,000 logins before anything is timed.
     let head = stage.env.head(&stage.client).await?;
     caught_up(stage, &org.key, head).await?;

@@ -7,8 +7,8 @@
 //! beside serve's own pool of 32 (and whatever else uses the shared Postgres) they would not fit
 //! under Postgres's default `max_connections` of 100. The groups then run in an order that
 //! keeps them apart: the commands, the widget, the memory reading they lead to, the projection
-//! lag, the long stream, and the bulk last (its 10,000 events and emails would weigh on whatever
-//! followed).
+//! lag, the long stream, the login storm, and the bulk last (its 10,000 events and emails would
+//! weigh on whatever followed).
 //!
 //! - [`commands`]: `PUT /admins/{id}/mfa` over 64 connections (scenario 1).
 //! - [`widget`]: the widget's page of 50 from 100,000 admins, against the ceiling server (5).
@@ -16,6 +16,9 @@
 //! - [`long_stream`]: a command on an admin with a 100,000-event stream (9); it appends that
 //!   stream itself, once the memory was read, so that the memory reading is of what issue 7
 //!   names (100,000 admins, scenarios 1 and 5) and not of 100,000 logins applied besides.
+//! - [`login`]: the login storm, 100 password logins at once beside the widget at 16
+//!   connections, against cores ÷ one argon2id verify (8); it seeds its own organisation of
+//!   admins with a password, after the long stream and before the bulk.
 //! - [`bulk`]: one bulk Require MFA of 10,000 admins (3).
 //! - [`relay`]: the long history drained to JetStream (6); it runs before this stage, over the
 //!   long history (see [`crate::run`]).
@@ -23,6 +26,7 @@
 pub mod bulk;
 pub mod commands;
 pub mod lag;
+pub mod login;
 pub mod long_stream;
 pub mod relay;
 pub mod widget;
@@ -51,6 +55,7 @@ pub const GROUPS: &[Group] = &[
     Group::Widget,
     Group::Lag,
     Group::History,
+    Group::Login,
     Group::Memory,
 ];
 
@@ -72,7 +77,7 @@ pub struct Stage<'a> {
     pub client: tokio_postgres::Client,
     /// The 16-organisation fleet and the one-organisation fleet (commands and lag).
     pub fleets: Option<(Arc<Fleet>, Arc<Fleet>)>,
-    /// The widget's organisation and its admins (widget, memory, bulk).
+    /// The widget's organisation and its admins (widget, memory, login, bulk).
     pub widget: Option<(Org, Vec<Uuid>)>,
     /// The lag's organisation and its one probed admin.
     pub lag: Option<(Org, Uuid)>,
@@ -175,6 +180,9 @@ async fn run_groups(stage: &Stage<'_>, rows: &mut Vec<Row>) {
     if args.runs(Group::History) {
         keep(rows, "history", long_stream::measure(stage).await);
     }
+    if args.runs(Group::Login) {
+        keep(rows, "login", login::measure(stage).await);
+    }
     if args.runs(Group::Bulk) {
         keep(rows, "bulk", bulk::measure(stage).await);
     }
@@ -227,11 +235,11 @@ async fn prepare<'a>(env: &'a Env<'a>) -> anyhow::Result<Stage<'a>> {
     } else {
         None
     };
-    let widget = if args.runs_any(&[Group::Widget, Group::Memory, Group::Bulk]) {
+    let widget = if args.runs_any(&[Group::Widget, Group::Memory, Group::Login, Group::Bulk]) {
         let org = env
             .create_org("Widget", "owner@widget.bench.example")
             .await?;
-        let n = if args.runs_any(&[Group::Widget, Group::Memory]) {
+        let n = if args.runs_any(&[Group::Widget, Group::Memory, Group::Login]) {
             WIDGET_ADMINS
         } else {
             bulk::ADMINS * bulk::REPEATS

@@ -19,48 +19,70 @@ use crate::{ceiling, ceiling_server};
 const PAGE: usize = 50;
 
 pub async fn measure(stage: &Stage<'_>) -> anyhow::Result<Vec<Row>> {
-    let (org, admins) = stage.widget.as_ref().context("no widget organisation")?;
-    let path = format!("/api/v1/widgets/admins-without-mfa-required?limit={PAGE}");
-    check_page(stage, &org.key, &path, admins.len()).await?;
-    let plan = plan(stage.duration());
-    let key = org.key.clone();
-    let ours_path = path.clone();
-    let ours = load::run(stage.server.addr, &plan, move |_, _| {
-        load::request(Method::GET, &ours_path, Some(&key), None)
-    })
-    .await?;
+    let page = Page::checked(stage).await?;
+    let ours = page.load(stage, CONNECTIONS, stage.duration()).await?;
     println!("widget page of {PAGE}: {}", ours.summary()?);
 
     let ceiling = measured_ceiling(&stage.ceilings.widget)?;
     let (p50, p99) = ours.p50_p99();
     let (c50, c99) = ceiling.p50_p99();
     println!("  latency ms: ours p50 {p50:.2} p99 {p99:.2}; ceiling p50 {c50:.2} p99 {c99:.2}");
-    Ok(vec![
-        Row::new(
-            &format!(
-                "GET widget page of {PAGE} of {} admins, {CONNECTIONS} connections{} vs axum + deadpool SELECT",
-                admins.len(),
-                ours.failures()
-            ),
-            "req/s",
-        )
-        .against(ours.rate(), ceiling.rate())
-        .latency(p50, p99),
-    ])
+    Ok(vec![ours.row(
+        &format!(
+            "GET widget page of {PAGE} of {} admins, {CONNECTIONS} connections{} vs axum + deadpool SELECT",
+            page.admins,
+            ours.failures()
+        ),
+        "req/s",
+        ceiling.rate(),
+    )])
 }
 
-/// Fails unless the widget answers a full page and the whole count (the projections are up to
-/// date and the route is the one meant).
-async fn check_page(stage: &Stage<'_>, key: &str, path: &str, admins: usize) -> anyhow::Result<()> {
-    let request = load::request(Method::GET, path, Some(key), None)?;
-    let page = stage.conn().await?.send(request).await?.success()?.json()?;
-    let count = page["count"].as_u64().context("the widget's count")?;
-    let listed = page["admins"].as_array().map_or(0, Vec::len);
-    ensure!(
-        count == admins as u64 && listed == PAGE,
-        "the widget answered {listed} admins of {count}, not {PAGE} of {admins}"
-    );
-    Ok(())
+/// The widget's request on the stage's widget organisation (also loaded by the login storm).
+pub struct Page {
+    key: String,
+    path: String,
+    /// The organisation's admins, all in the widget's count.
+    pub admins: usize,
+}
+
+impl Page {
+    /// The page, once the widget answered it in full with the whole count (the projections are
+    /// up to date and the route is the one meant).
+    pub async fn checked(stage: &Stage<'_>) -> anyhow::Result<Page> {
+        let (org, admins) = stage.widget.as_ref().context("no widget organisation")?;
+        let page = Page {
+            key: org.key.clone(),
+            path: format!("/api/v1/widgets/admins-without-mfa-required?limit={PAGE}"),
+            admins: admins.len(),
+        };
+        let request = load::request(Method::GET, &page.path, Some(&page.key), None)?;
+        let answer = stage.conn().await?.send(request).await?.success()?.json()?;
+        let count = answer["count"].as_u64().context("the widget's count")?;
+        let listed = answer["admins"].as_array().map_or(0, Vec::len);
+        ensure!(
+            count == page.admins as u64 && listed == PAGE,
+            "the widget answered {listed} admins of {count}, not {PAGE} of {}",
+            page.admins
+        );
+        Ok(page)
+    }
+
+    /// Loads serve with the page back to back over `connections` for `duration`.
+    pub async fn load(
+        &self,
+        stage: &Stage<'_>,
+        connections: usize,
+        duration: Duration,
+    ) -> anyhow::Result<load::Report> {
+        let (key, path) = (self.key.clone(), self.path.clone());
+        load::run(
+            stage.server.addr,
+            &plan(connections, duration),
+            move |_, _| load::request(Method::GET, &path, Some(&key), None),
+        )
+        .await
+    }
 }
 
 /// The ceiling server, started on a table of [`WIDGET_ADMINS`] rows and loaded as the widget
@@ -75,7 +97,7 @@ pub async fn ceiling_load(
     let command = ceiling_server::command(addr, &env.database_url())?;
     let server = Server::start(command, addr, "the ceiling server").await?;
     let path = format!("/admins?org={org}&limit={PAGE}");
-    let report = load::run(addr, &plan(duration), move |_, _| {
+    let report = load::run(addr, &plan(CONNECTIONS, duration), move |_, _| {
         load::request(Method::GET, &path, None, None)
     })
     .await;
@@ -83,9 +105,9 @@ pub async fn ceiling_load(
     report
 }
 
-fn plan(duration: Duration) -> Plan {
+fn plan(connections: usize, duration: Duration) -> Plan {
     Plan {
-        connections: CONNECTIONS,
+        connections,
         until: Until::Elapsed(duration),
         rate: None,
     }
