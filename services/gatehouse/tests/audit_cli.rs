@@ -4,6 +4,8 @@
 //! scripts/verify_export.py, with one head; after a superuser changes a stored event, all three
 //! name its position and exit 1.
 
+mod common;
+
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
@@ -47,27 +49,12 @@ fn stdout(out: &Output) -> String {
 }
 
 fn org_create(env: &TestEnv, email: &str) -> String {
-    let out = run(gatehouse(env)
-        .env(
-            "GATEHOUSE_SECRET_KEY",
-            "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
-        )
-        .args([
-            "org",
-            "create",
-            "--name",
-            "Acme",
-            "--owner-email",
-            email,
-            "--print-api-key",
-            "--json",
-        ]));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let mut gatehouse = gatehouse(env);
+    gatehouse.env(
+        "GATEHOUSE_SECRET_KEY",
+        "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
     );
-    let created: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    let created = common::org_create(gatehouse, email);
     created["org_id"].as_str().expect("an org id").to_owned()
 }
 

@@ -1,10 +1,12 @@
 //! The `gatehouse` binary as an operator runs it, against real Postgres and NATS.
 
+mod common;
+
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use futures::StreamExt;
-use gatehouse_tests::{TestEnv, eventually, nats_url};
+use gatehouse_tests::{TestEnv, nats_url};
 use serde_json::Value;
 
 const SECRET_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
@@ -59,34 +61,12 @@ async fn serve(env: &TestEnv) -> Server {
         .expect("serve starts");
     let base = format!("http://127.0.0.1:{port}");
     let server = Server { child, base };
-    let ready = format!("{}/readyz", server.base);
-    eventually(Duration::from_secs(60), "serve to be ready", || async {
-        match reqwest::get(&ready).await {
-            Ok(r) if r.status().is_success() => Some(()),
-            _ => None,
-        }
-    })
-    .await;
+    common::await_success(&format!("{}/readyz", server.base), Duration::from_secs(60)).await;
     server
 }
 
 fn org_create(env: &TestEnv, email: &str) -> Value {
-    let out = run(gatehouse(env).args([
-        "org",
-        "create",
-        "--name",
-        "Acme",
-        "--owner-email",
-        email,
-        "--print-api-key",
-        "--json",
-    ]));
-    assert!(
-        out.status.success(),
-        "org create failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("org create --json prints one JSON object")
+    common::org_create(gatehouse(env), email)
 }
 
 #[tokio::test]

@@ -46,6 +46,8 @@
 //! durations (the NATS outage, the moment of the first kill during the bulk). A failing test (or
 //! any test with `GATEHOUSE_FAULTS_KEEP=1`) keeps its serve logs and Maildir and prints where.
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -155,25 +157,7 @@ impl Deployment {
 
     /// `gatehouse org create --json --print-api-key`.
     fn org_create(&self) -> Org {
-        let out = self
-            .gatehouse()
-            .args([
-                "org",
-                "create",
-                "--name",
-                "Acme",
-                "--owner-email",
-                "owner@acme.example",
-            ])
-            .args(["--print-api-key", "--json"])
-            .output()
-            .expect("gatehouse org create runs");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let created: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+        let created = common::org_create(self.gatehouse(), "owner@acme.example");
         let uuid = |field: &str| -> Uuid {
             created[field]
                 .as_str()
@@ -225,14 +209,7 @@ impl Serve {
             child,
             base: format!("http://127.0.0.1:{port}"),
         };
-        let ready = format!("{}/readyz", serve.base);
-        eventually(Duration::from_secs(120), "serve to be ready", || async {
-            match reqwest::get(&ready).await {
-                Ok(r) if r.status().is_success() => Some(()),
-                _ => None,
-            }
-        })
-        .await;
+        common::await_success(&format!("{}/readyz", serve.base), Duration::from_secs(120)).await;
         serve
     }
 

@@ -3,6 +3,8 @@
 //! oversized body 413, and requests beyond the concurrency limit are shed at once with 503
 //! `overloaded` while the server keeps answering the rest.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -53,17 +55,8 @@ impl Server {
             .spawn()
             .expect("gatehouse serve starts");
         let server = Server { child, addr };
-        let http = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(answer) = http.get(server.url("/healthz")).send().await
-                && answer.status().is_success()
-            {
-                return server;
-            }
-            assert!(Instant::now() < deadline, "serve never answered /healthz");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        common::await_success(&server.url("/healthz"), Duration::from_secs(60)).await;
+        server
     }
 
     fn url(&self, path: &str) -> String {
@@ -73,25 +66,7 @@ impl Server {
 
 /// An organisation and its owner's API key, through the CLI.
 fn api_key(env: &TestEnv) -> String {
-    let out = gatehouse(env)
-        .args([
-            "org",
-            "create",
-            "--name",
-            "Acme",
-            "--owner-email",
-            "owner@limits.example",
-            "--print-api-key",
-            "--json",
-        ])
-        .output()
-        .expect("org create runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let created: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    let created = common::org_create(gatehouse(env), "owner@limits.example");
     created["api_key"].as_str().expect("an API key").to_owned()
 }
 
