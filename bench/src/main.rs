@@ -13,7 +13,8 @@
 //! - [`seed`]: many administrators at once, appended through the store (no argon2 per admin).
 //! - [`ceiling`]: the raw ceilings (Postgres inserts, JetStream publishes) and
 //!   [`ceiling_server`], the minimal axum + deadpool-postgres server run as its own process.
-//! - [`scenarios`]: the issue-7 scenarios against `gatehouse serve` with every role.
+//! - [`scenarios`]: the issue-7 scenarios against `gatehouse serve` with every role, and the
+//!   peer comparison (scenario 2), run through `gatehouse-peer-bench` (`bench/peer/`).
 //! - [`report`]: rows, the table and `bench-results.json`.
 
 mod ceiling;
@@ -58,6 +59,8 @@ pub enum Group {
     Login,
     /// serve's peak RSS after 100,000 admins and the commands and widget scenarios.
     Memory,
+    /// The command service in-process against cqrs-es + postgres-es (needs --peer).
+    Peer,
 }
 
 #[derive(Parser, Debug)]
@@ -88,6 +91,10 @@ pub struct Args {
     /// The `gatehouse` binary to measure (build it with --release).
     #[arg(long)]
     pub gatehouse: PathBuf,
+    /// The `gatehouse-peer-bench` binary of the peer group (build it with --release from
+    /// bench/peer/Cargo.toml); without it, that group is skipped.
+    #[arg(long)]
+    pub peer: Option<PathBuf>,
     /// Where the results go.
     #[arg(long, default_value = "bench-results.json")]
     pub output: PathBuf,

@@ -3,11 +3,12 @@
 use std::path::Path;
 
 use anyhow::Context;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A measured scenario. `ratio` is `ours / ceiling` for rates (higher is better) and for
 /// bounds such as memory (lower is better: at most 1.0 meets the bound); the table says which.
-#[derive(Debug, Clone, Serialize)]
+/// `gatehouse-peer-bench` prints one as JSON, read back with `Deserialize`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Row {
     pub scenario: String,
     pub unit: String,

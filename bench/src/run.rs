@@ -1,7 +1,8 @@
 //! The run: its database and stream (dropped at the end, also when interrupted), the long
 //! history and the scenarios over it (the relay's backlog, the CLI, as-of and the HTTP export),
 //! then the scenarios against `gatehouse serve` with every role ([`crate::scenarios`]); each
-//! beside its raw ceiling measured in the same run.
+//! beside its raw ceiling measured in the same run. The peer comparison (scenario 2) runs
+//! first, on databases of its own, while nothing else of the run loads the machine.
 
 use std::time::Instant;
 
@@ -75,6 +76,19 @@ async fn cleanup(env: &Env<'_>, admin: &tokio_postgres::Client) {
 async fn scenarios(env: &Env<'_>) -> anyhow::Result<Vec<Row>> {
     let args = env.args;
     let mut rows = Vec::new();
+    if args.runs(Group::Peer) {
+        match &args.peer {
+            Some(binary) => keep(
+                &mut rows,
+                "peer",
+                scenarios::peer::measure(env, binary).await,
+            ),
+            None => eprintln!(
+                "the peer scenario is skipped: no --peer binary (scripts/bench builds \
+                 bench/peer and passes it)"
+            ),
+        }
+    }
     env.output(&["migrate"]).await?;
     if args.runs_any(&[Group::Relay, Group::Cli, Group::Http]) {
         long_history(env, &mut rows).await?;

@@ -22,12 +22,16 @@
 //! - [`bulk`]: one bulk Require MFA of 10,000 admins (3).
 //! - [`relay`]: the long history drained to JetStream (6); it runs before this stage, over the
 //!   long history (see [`crate::run`]).
+//! - [`peer`]: the command service in-process against cqrs-es + postgres-es (2), measured by
+//!   `gatehouse-peer-bench` on databases of its own; it runs first, before anything else loads
+//!   the machine (see [`crate::run`]).
 
 pub mod bulk;
 pub mod commands;
 pub mod lag;
 pub mod login;
 pub mod long_stream;
+pub mod peer;
 pub mod relay;
 pub mod widget;
 
