@@ -278,3 +278,95 @@ async fn concurrent_appends_through_the_group_appender_each_get_their_own_answer
     );
     assert_eq!(report.events, head_before as u64 + admins.len() as u64);
 }
+
+#[tokio::test]
+async fn a_batch_checks_each_append_against_the_ones_before_it_and_keeps_each_organisation_apart() {
+    let env = TestEnv::new().await;
+    let (acme, globex) = (Uuid::now_v7(), Uuid::now_v7());
+    for org in [acme, globex] {
+        env.db
+            .append(request(
+                org,
+                vec![org_created(org)],
+                vec![(org, Expected::NoStream)],
+            ))
+            .await
+            .expect("the organisation");
+    }
+    let globex_last = 2;
+    let (ada, grace, linus) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    let require = |admin| {
+        Event::MfaRequired(MfaRequired {
+            admin_id: admin,
+            source: RequirementSource::Admin,
+        })
+    };
+    let since_globex = |admin| {
+        let mut r = request(
+            globex,
+            vec![admin_created(admin)],
+            vec![(admin, Expected::NoStream)],
+        );
+        r.org_position = Some(globex_last);
+        r
+    };
+    let batch = vec![
+        // Acme's new admin.
+        request(
+            acme,
+            vec![admin_created(ada)],
+            vec![(ada, Expected::NoStream)],
+        ),
+        // Globex writing to the stream Acme created just before, in the same batch.
+        request(globex, vec![require(ada)], vec![]),
+        // Globex, expecting nothing of it appended since position 2: true, then no longer.
+        since_globex(grace),
+        since_globex(linus),
+        // Two writers who both read Ada at version 1: the first wins.
+        request(acme, vec![require(ada)], vec![(ada, Expected::Exactly(1))]),
+        request(acme, vec![require(ada)], vec![(ada, Expected::Exactly(1))]),
+    ];
+    let mut client = env.db.pool.get().await.expect("a connection");
+    let tx = client.transaction().await.expect("begin");
+    let results = gatehouse_store::append::append_all(&tx, batch)
+        .await
+        .expect("the batch");
+    tx.commit().await.expect("commit");
+
+    let answers: Vec<Result<(i64, i64), String>> = results
+        .iter()
+        .map(|r| match r {
+            Ok(a) => Ok((a.envelopes[0].position, a.envelopes[0].streamversion)),
+            Err(e) => Err(e.to_string()),
+        })
+        .collect();
+    let conflict = Err(AppendError::Conflict.to_string());
+    assert_eq!(
+        answers,
+        vec![
+            Ok((3, 1)),
+            conflict.clone(),
+            Ok((4, 1)),
+            conflict.clone(),
+            Ok((5, 2)),
+            conflict,
+        ]
+    );
+    assert_eq!(env.db.head().await.expect("head"), 5);
+    for (org, events) in [(acme, 3), (globex, 2)] {
+        let report = env.db.verify_org(org).await.expect("the chain");
+        assert!(report.verified, "{org}'s chain holds: {report:?}");
+        assert_eq!(report.events, events);
+    }
+    // The next append sees the versions the batch left.
+    let next = env
+        .db
+        .append(request(
+            acme,
+            vec![require(ada)],
+            vec![(ada, Expected::Exactly(2))],
+        ))
+        .await
+        .expect("the append after the batch");
+    assert_eq!(next.envelopes[0].streamversion, 3);
+}

@@ -41,13 +41,16 @@ pub async fn by_api_key(db: &Db, plaintext: &str) -> anyhow::Result<Option<Princ
         .get()
         .await
         .context("getting a Postgres connection")?;
-    let row = client
-        .query_opt(
+    let statement = client
+        .prepare_cached(
             "SELECT c.admin_id, c.org_id, c.email, c.role
              FROM api_keys k JOIN admin_credentials c USING (admin_id)
              WHERE k.key_hash = $1 AND k.revoked_at IS NULL AND c.removed_at IS NULL",
-            &[&hash],
         )
+        .await
+        .context("looking up an API key")?;
+    let row = client
+        .query_opt(&statement, &[&hash])
         .await
         .context("looking up an API key")?;
     Ok(row.and_then(|r| {

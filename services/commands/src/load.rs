@@ -122,14 +122,40 @@ pub async fn admins(
     org: OrgId,
     ids: &[AdminId],
 ) -> anyhow::Result<HashMap<AdminId, Loaded<AdminState>>> {
+    Ok(read_admins(db, kept, org, ids, false).await?.0)
+}
+
+/// Loads admins as [`admins`] does and their organisation beside them, in one read.
+pub async fn admins_and_org(
+    db: &Db,
+    kept: &AdminStates,
+    org: OrgId,
+    ids: &[AdminId],
+) -> anyhow::Result<(HashMap<AdminId, Loaded<AdminState>>, Loaded<OrgState>)> {
+    let (admins, streams) = read_admins(db, kept, org, ids, true).await?;
+    Ok((admins, fold_org(streams.get(&org.0))))
+}
+
+/// Reads the admins' streams after their kept versions, and the organisation's whole stream
+/// with them when asked; answers the folded admins and the streams read.
+async fn read_admins(
+    db: &Db,
+    kept: &AdminStates,
+    org: OrgId,
+    ids: &[AdminId],
+    with_org: bool,
+) -> anyhow::Result<(HashMap<AdminId, Loaded<AdminState>>, HashMap<Uuid, Stream>)> {
     let bases: Vec<Option<Loaded<AdminState>>> = ids.iter().map(|id| kept.get(*id)).collect();
-    let after: Vec<(Uuid, i64)> = ids
+    let mut after: Vec<(Uuid, i64)> = ids
         .iter()
         .zip(&bases)
         .map(|(id, base)| (id.0, base.as_ref().map_or(0, |b| b.version)))
         .collect();
+    if with_org {
+        after.push((org.0, 0));
+    }
     let streams = db.read_streams_after(&after).await?;
-    Ok(ids
+    let admins = ids
         .iter()
         .zip(bases)
         .map(|(id, base)| {
@@ -137,7 +163,8 @@ pub async fn admins(
             kept.keep(*id, &loaded);
             (*id, loaded)
         })
-        .collect())
+        .collect();
+    Ok((admins, streams))
 }
 
 pub async fn admin(
@@ -155,19 +182,23 @@ pub async fn admin(
 
 pub async fn org(db: &Db, id: OrgId) -> anyhow::Result<Loaded<OrgState>> {
     let streams = db.read_streams(&[id.0]).await?;
-    let Some(stream) = streams.get(&id.0) else {
-        return Ok(Loaded {
+    Ok(fold_org(streams.get(&id.0)))
+}
+
+fn fold_org(stream: Option<&Stream>) -> Loaded<OrgState> {
+    let Some(stream) = stream else {
+        return Loaded {
             state: OrgState::default(),
             version: 0,
-        });
+        };
     };
     let state = stream
         .events
         .iter()
         .filter_map(|e| e.event().ok())
         .fold(OrgState::default(), |s, e| s.evolve(&e));
-    Ok(Loaded {
+    Loaded {
         state,
         version: stream.version,
-    })
+    }
 }

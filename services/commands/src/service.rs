@@ -356,9 +356,16 @@ impl Commands {
             org_id,
             Origin::of(ctx),
             move |now| async move {
-                let actor = self.actor(ctx).await?;
-                let org = load::org(&self.db, org_id).await?;
-                let loaded = load::admin(&self.db, &self.admin_states, org_id, target).await?;
+                // The actor, the target and the organisation in one read.
+                let actor_id = ctx.principal.admin_id;
+                let ids = [actor_id, target];
+                let (mut admins, org) =
+                    load::admins_and_org(&self.db, &self.admin_states, org_id, &ids).await?;
+                let (Some(actor), Some(loaded)) =
+                    (admins.get(&actor_id).cloned(), admins.remove(&target))
+                else {
+                    return Err(anyhow::anyhow!("an admin state is missing from a load").into());
+                };
                 let events =
                     decide::set_mfa_requirement(&actor.state, &org.state, &loaded.state, required)?;
                 let state = fold_admin(&loaded.state, &events, now);

@@ -1,9 +1,18 @@
 //! Appending events: atomic over many streams, with optimistic concurrency per stream.
+//!
+//! Appends are written in batches (one for a lone [`Db::append`], many for a
+//! [`crate::GroupAppender`]'s group): under the append lock, one round trip reads the version of
+//! every stream and the chain head of every organisation the batch touches; each append's
+//! expectations are checked in memory against those heads as the appends before it in the batch
+//! left them; then every accepted event is written with one statement per table. A batch costs
+//! the same few round trips whatever its size; only appends carrying their own statements
+//! (credentials rows) add theirs, in a savepoint each so that a refused one undoes only itself.
 
 use std::collections::HashMap;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
+use deadpool_postgres::Transaction;
 use gatehouse_events::envelope::EnvelopeParts;
 use gatehouse_events::types::Aggregate;
 use gatehouse_events::{Actor, Chain, Envelope, Event};
@@ -114,214 +123,437 @@ impl Db {
 
 /// Appends inside a transaction the caller owns and commits. Until that commit, every other
 /// append waits: positions are given in commit order.
-pub async fn append_in(
-    tx: &tokio_postgres::Transaction<'_>,
-    req: AppendRequest,
-) -> Result<Appended, AppendError> {
-    run_statements(tx, &req).await?;
+pub async fn append_in(tx: &Transaction<'_>, req: AppendRequest) -> Result<Appended, AppendError> {
     if req.events.is_empty() && req.expected.is_empty() {
+        run_statements(tx, &req).await?;
         return Ok(Appended::default());
     }
-    let head = lock_head(tx).await?;
-    let appended = write_after(tx, req, head).await?;
-    if let Some(last) = appended.last_position() {
-        save_head(tx, last).await?;
+    append_all(tx, vec![req])
+        .await?
+        .pop()
+        .expect("one answer per request")
+}
+
+/// Appends the requests in order inside a transaction the caller owns and commits, each as if
+/// alone: a refused one (a conflict, a unique violation in its statements) writes nothing and
+/// leaves the others be. Answers each request's outcome; the outer error is a failure of the
+/// whole batch (the lock, the reads, the writes), after which the transaction is lost.
+pub async fn append_all(
+    tx: &Transaction<'_>,
+    requests: Vec<AppendRequest>,
+) -> Result<Vec<Result<Appended, AppendError>>, AppendError> {
+    // Alone, a refused request's transaction is dropped by its caller: no savepoint needed.
+    let isolate = requests.len() > 1;
+    let mut heads = Heads::read(tx, &requests).await?;
+    let mut rows = Rows::default();
+    let mut results = Vec::with_capacity(requests.len());
+    for request in &requests {
+        let planned = match heads.plan(request) {
+            Ok(planned) => planned,
+            Err(refused) => {
+                results.push(Err(refused));
+                continue;
+            }
+        };
+        if !request.statements.is_empty() {
+            if isolate {
+                savepoint(tx, "SAVEPOINT append").await?;
+            }
+            if let Err(refused) = run_statements(tx, request).await {
+                if isolate {
+                    savepoint(tx, "ROLLBACK TO SAVEPOINT append").await?;
+                } else {
+                    // The transaction is aborted: nothing more can be written in it.
+                    return Ok(vec![Err(refused)]);
+                }
+                results.push(Err(refused));
+                continue;
+            }
+            if isolate {
+                savepoint(tx, "RELEASE SAVEPOINT append").await?;
+            }
+        }
+        results.push(Ok(heads.admit(planned, &mut rows)));
     }
-    Ok(appended)
+    rows.write(tx, &heads).await?;
+    Ok(results)
 }
 
-/// Takes the append lock (held until the transaction ends) and answers the store's last
-/// position. Everything read after it is current.
-pub(crate) async fn lock_head(tx: &tokio_postgres::Transaction<'_>) -> Result<i64, AppendError> {
-    let row = tx
-        .query_one("SELECT last_position FROM store_head FOR UPDATE", &[])
+async fn savepoint(tx: &Transaction<'_>, sql: &'static str) -> Result<(), AppendError> {
+    tx.batch_execute(sql)
         .await
-        .map_err(|e| map_db_error(e, "taking the append lock"))?;
-    Ok(row.get(0))
-}
-
-/// Moves the store's last position, under the lock [`lock_head`] took.
-pub(crate) async fn save_head(
-    tx: &tokio_postgres::Transaction<'_>,
-    last: i64,
-) -> Result<(), AppendError> {
-    tx.execute("UPDATE store_head SET last_position = $1", &[&last])
-        .await
-        .map_err(|e| map_db_error(e, "advancing the store head"))?;
-    Ok(())
+        .map_err(|e| map_db_error(e, "managing an append's savepoint"))
 }
 
 /// Runs the request's own statements (credentials rows, …).
-pub(crate) async fn run_statements(
-    tx: &tokio_postgres::Transaction<'_>,
-    req: &AppendRequest,
-) -> Result<(), AppendError> {
+async fn run_statements(tx: &Transaction<'_>, req: &AppendRequest) -> Result<(), AppendError> {
     for st in &req.statements {
         let params: Vec<&(dyn ToSql + Sync)> = st
             .params
             .iter()
             .map(|p| p.as_ref() as &(dyn ToSql + Sync))
             .collect();
-        tx.execute(st.sql, &params)
+        let statement = tx
+            .prepare_cached(st.sql)
+            .await
+            .map_err(|e| map_db_error(e, "preparing a statement of the append"))?;
+        tx.execute(&statement, &params)
             .await
             .map_err(|e| map_db_error(e, "running a statement of the append"))?;
     }
     Ok(())
 }
 
-/// Checks the request's expectations and writes its events at the positions after `head`
-/// (the store's last position, read under the lock), with the organisation's chain and the
-/// streams' versions; the caller moves the store head. Writes nothing on a conflict.
-pub(crate) async fn write_after(
-    tx: &tokio_postgres::Transaction<'_>,
-    req: AppendRequest,
-    head: i64,
-) -> Result<Appended, AppendError> {
-    let n = req.events.len() as i64;
-    let last = head + n;
-    let mut stream_ids: Vec<Uuid> = req.expected.iter().map(|(id, _)| *id).collect();
-    stream_ids.extend(req.events.iter().map(Event::stream_id));
-    stream_ids.sort();
-    stream_ids.dedup();
-    let streams_params: [&(dyn ToSql + Sync); 1] = [&stream_ids];
-    let org_params: [&(dyn ToSql + Sync); 1] = [&req.org_id];
-    let (rows, org_head) = futures::try_join!(
-        tx.query(
-            "SELECT stream_id, org_id, version FROM streams WHERE stream_id = ANY($1)",
-            &streams_params
-        ),
-        tx.query_opt(
-            "SELECT head, last_position FROM org_chains WHERE org_id = $1",
-            &org_params
-        ),
-    )
-    .map_err(|e| map_db_error(e, "reading stream versions"))?;
+/// Runs one cached statement (prepared once per connection: one round trip a call after that).
+async fn run(
+    tx: &Transaction<'_>,
+    sql: &'static str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
+    let statement = tx.prepare_cached(sql).await?;
+    tx.query(&statement, params).await
+}
 
-    let mut versions: HashMap<Uuid, i64> = HashMap::with_capacity(rows.len());
-    for row in rows {
-        let org: Uuid = row.get(1);
-        if org != req.org_id {
-            // A stream of another organisation: never written across the tenant boundary.
+/// A stream's head as the batch sees it.
+struct StreamHead {
+    org: Uuid,
+    version: i64,
+    /// The stream's kind, once the batch writes to it.
+    written: Option<&'static str>,
+}
+
+/// An organisation's chain head as the batch sees it.
+#[derive(Clone, Copy)]
+struct OrgHead {
+    chain: Chain,
+    last: i64,
+    /// Events the batch adds to the organisation.
+    added: i64,
+}
+
+/// What the store holds of everything a batch touches, read under the append lock, then moved
+/// by each admitted append as its write will move it.
+struct Heads {
+    position: i64,
+    streams: HashMap<Uuid, StreamHead>,
+    orgs: HashMap<Uuid, OrgHead>,
+}
+
+/// One append, checked and ready to be written.
+struct Planned {
+    appended: Appended,
+    org: Uuid,
+    time: DateTime<Utc>,
+    bodies: Vec<serde_json::Value>,
+    /// The stream of each event.
+    streams: Vec<Uuid>,
+    /// Each stream written, with its kind and version after the append.
+    heads: Vec<(Uuid, &'static str, i64)>,
+}
+
+impl Heads {
+    /// Takes the append lock (held until the transaction ends) and reads, in the same round
+    /// trip, the heads of the requests' streams and organisations.
+    async fn read(tx: &Transaction<'_>, requests: &[AppendRequest]) -> Result<Heads, AppendError> {
+        let mut stream_ids: Vec<Uuid> = requests
+            .iter()
+            .flat_map(|r| {
+                r.expected
+                    .iter()
+                    .map(|(id, _)| *id)
+                    .chain(r.events.iter().map(Event::stream_id))
+            })
+            .collect();
+        stream_ids.sort_unstable();
+        stream_ids.dedup();
+        let mut org_ids: Vec<Uuid> = requests.iter().map(|r| r.org_id).collect();
+        org_ids.sort_unstable();
+        org_ids.dedup();
+        let stream_params: [&(dyn ToSql + Sync); 1] = [&stream_ids];
+        let org_params: [&(dyn ToSql + Sync); 1] = [&org_ids];
+        // Sent in this order on one connection, so both reads run after the lock is taken.
+        let (head, streams, orgs) = futures::try_join!(
+            run(tx, "SELECT last_position FROM store_head FOR UPDATE", &[]),
+            run(
+                tx,
+                "SELECT stream_id, org_id, version FROM streams WHERE stream_id = ANY($1)",
+                &stream_params
+            ),
+            run(
+                tx,
+                "SELECT org_id, head, last_position FROM org_chains WHERE org_id = ANY($1)",
+                &org_params
+            ),
+        )
+        .map_err(|e| map_db_error(e, "taking the append lock and reading heads"))?;
+        let position = head
+            .first()
+            .map(|row| row.get(0))
+            .context("the store head row is missing")?;
+        let streams = streams
+            .iter()
+            .map(|row| {
+                let head = StreamHead {
+                    org: row.get(1),
+                    version: row.get(2),
+                    written: None,
+                };
+                (row.get(0), head)
+            })
+            .collect();
+        let orgs = orgs
+            .iter()
+            .map(|row| {
+                let bytes: Vec<u8> = row.get(1);
+                let head = OrgHead {
+                    chain: Chain::from_slice(&bytes).context("reading a chain head")?,
+                    last: row.get(2),
+                    added: 0,
+                };
+                Ok((row.get(0), head))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Heads {
+            position,
+            streams,
+            orgs,
+        })
+    }
+
+    /// Checks the request's expectations against the heads and builds its envelopes at the
+    /// next positions; changes nothing (see [`Heads::admit`]).
+    fn plan(&self, req: &AppendRequest) -> Result<Planned, AppendError> {
+        let touched = req
+            .expected
+            .iter()
+            .map(|(id, _)| *id)
+            .chain(req.events.iter().map(Event::stream_id));
+        for id in touched {
+            if self.streams.get(&id).is_some_and(|s| s.org != req.org_id) {
+                // A stream of another organisation: never written across the tenant boundary.
+                return Err(AppendError::Conflict);
+            }
+        }
+        for (id, expected) in &req.expected {
+            let current = self.streams.get(id).map(|s| s.version);
+            let ok = match expected {
+                Expected::Any => true,
+                Expected::NoStream => current.is_none(),
+                Expected::Exactly(v) => current == Some(*v),
+            };
+            if !ok {
+                return Err(AppendError::Conflict);
+            }
+        }
+        let org = self.orgs.get(&req.org_id).copied().unwrap_or(OrgHead {
+            chain: Chain::GENESIS,
+            last: 0,
+            added: 0,
+        });
+        if req
+            .org_position
+            .is_some_and(|expected| expected != org.last)
+        {
             return Err(AppendError::Conflict);
         }
-        versions.insert(row.get(0), row.get(2));
-    }
-    for (id, expected) in &req.expected {
-        let current = versions.get(id).copied();
-        let ok = match expected {
-            Expected::Any => true,
-            Expected::NoStream => current.is_none(),
-            Expected::Exactly(v) => current == Some(*v),
+
+        let mut chain = org.chain;
+        let mut versions: HashMap<Uuid, (&'static str, i64)> = HashMap::new();
+        let mut appended = Appended {
+            envelopes: Vec::with_capacity(req.events.len()),
+            chains: Vec::with_capacity(req.events.len()),
         };
-        if !ok {
-            return Err(AppendError::Conflict);
-        }
-    }
-    let (mut chain, org_last) = match &org_head {
-        Some(row) => {
-            let bytes: Vec<u8> = row.get(0);
-            (
-                Chain::from_slice(&bytes).context("reading the chain head")?,
-                row.get::<_, i64>(1),
-            )
-        }
-        None => (Chain::GENESIS, 0),
-    };
-    if let Some(expected_last) = req.org_position
-        && expected_last != org_last
-    {
-        return Err(AppendError::Conflict);
-    }
-    if req.events.is_empty() {
-        return Ok(Appended::default());
-    }
-
-    let first = head + 1;
-    let mut envelopes = Vec::with_capacity(req.events.len());
-    let mut chains = Vec::with_capacity(req.events.len());
-    let mut kinds: HashMap<Uuid, &'static str> = HashMap::new();
-    for (i, event) in req.events.iter().enumerate() {
-        let stream = event.stream_id();
-        let version = versions.entry(stream).or_insert(0);
-        *version += 1;
-        kinds.insert(
-            stream,
-            match event.aggregate() {
+        for (i, event) in req.events.iter().enumerate() {
+            let stream = event.stream_id();
+            let kind = match event.aggregate() {
                 Aggregate::Org(_) => "org",
                 Aggregate::Admin(_) => "admin",
-            },
-        );
-        let parts = EnvelopeParts {
-            id: Uuid::now_v7(),
-            org_id: req.org_id,
-            actor: req.actor,
-            correlation_id: req.correlation_id,
+            };
+            let current = self.streams.get(&stream).map_or(0, |s| s.version);
+            let (_, version) = versions.entry(stream).or_insert((kind, current));
+            *version += 1;
+            let parts = EnvelopeParts {
+                id: Uuid::now_v7(),
+                org_id: req.org_id,
+                actor: req.actor,
+                correlation_id: req.correlation_id,
+                time: req.time,
+                auth_method: req.auth_method,
+            };
+            let envelope = Envelope::new(&parts, event, self.position + 1 + i as i64, *version);
+            chain = chain.next(&envelope).context("hashing an envelope")?;
+            appended.envelopes.push(envelope);
+            appended.chains.push(chain);
+        }
+        let bodies = appended
+            .envelopes
+            .iter()
+            .map(serde_json::to_value)
+            .collect::<Result<_, _>>()
+            .context("encoding envelopes")?;
+        Ok(Planned {
+            appended,
+            org: req.org_id,
             time: req.time,
-            auth_method: req.auth_method,
-        };
-        let envelope = Envelope::new(&parts, event, first + i as i64, *version);
-        chain = chain.next(&envelope).context("hashing an envelope")?;
-        envelopes.push(envelope);
-        chains.push(chain);
+            bodies,
+            streams: req.events.iter().map(Event::stream_id).collect(),
+            heads: versions
+                .into_iter()
+                .map(|(id, (kind, version))| (id, kind, version))
+                .collect(),
+        })
     }
 
-    let positions: Vec<i64> = envelopes.iter().map(|e| e.position).collect();
-    let streams: Vec<Uuid> = req.events.iter().map(Event::stream_id).collect();
-    let stream_versions: Vec<i64> = envelopes.iter().map(|e| e.streamversion).collect();
-    let ids: Vec<Uuid> = envelopes.iter().map(|e| e.id).collect();
-    let types: Vec<&str> = envelopes.iter().map(|e| e.event_type.as_str()).collect();
-    let bodies: Vec<serde_json::Value> = envelopes
-        .iter()
-        .map(serde_json::to_value)
-        .collect::<Result<_, _>>()
-        .context("encoding envelopes")?;
-    let chain_bytes: Vec<Vec<u8>> = chains.iter().map(|c| c.0.to_vec()).collect();
-    let touched: Vec<Uuid> = kinds.keys().copied().collect();
-    let touched_kinds: Vec<&str> = touched.iter().map(|id| kinds[id]).collect();
-    let touched_versions: Vec<i64> = touched.iter().map(|id| versions[id]).collect();
-    let head_bytes = chain.0.to_vec();
+    /// Moves the heads past a planned append and queues its rows; answers what it stored.
+    fn admit(&mut self, planned: Planned, rows: &mut Rows) -> Appended {
+        let org = planned.org;
+        let (Some(last), Some(chain)) = (
+            planned.appended.last_position(),
+            planned.appended.chains.last().copied(),
+        ) else {
+            return planned.appended;
+        };
+        let added = planned.appended.envelopes.len() as i64;
+        for &(id, kind, version) in &planned.heads {
+            let head = self.streams.entry(id).or_insert(StreamHead {
+                org,
+                version,
+                written: None,
+            });
+            head.version = version;
+            head.written = Some(kind);
+        }
+        let head = self.orgs.entry(org).or_insert(OrgHead {
+            chain,
+            last,
+            added: 0,
+        });
+        head.chain = chain;
+        head.last = last;
+        head.added += added;
+        self.position = last;
+        rows.push(planned)
+    }
+}
 
-    let channel = crate::EVENTS_CHANNEL;
-    let payload = last.to_string();
-    let events_params: [&(dyn ToSql + Sync); 9] = [
-        &positions,
-        &req.org_id,
-        &req.time,
-        &streams,
-        &stream_versions,
-        &ids,
-        &types,
-        &bodies,
-        &chain_bytes,
-    ];
-    let stream_params: [&(dyn ToSql + Sync); 4] =
-        [&touched, &req.org_id, &touched_kinds, &touched_versions];
-    let chain_params: [&(dyn ToSql + Sync); 4] = [&req.org_id, &head_bytes, &last, &n];
-    let notify_params: [&(dyn ToSql + Sync); 2] = [&channel, &payload];
-    futures::try_join!(
-        tx.execute(
-            "INSERT INTO events (position, org_id, stream_id, stream_version, event_id, event_type, occurred_at, envelope, chain)
-             SELECT p, $2, s, v, i, t, $3, e, c
-             FROM unnest($1::bigint[], $4::uuid[], $5::bigint[], $6::uuid[], $7::text[], $8::jsonb[], $9::bytea[])
-                  AS x(p, s, v, i, t, e, c)",
-            &events_params,
-        ),
-        tx.execute(
-            "INSERT INTO streams (stream_id, org_id, kind, version)
-             SELECT s, $2, k::stream_kind, v FROM unnest($1::uuid[], $3::text[], $4::bigint[]) AS x(s, k, v)
-             ON CONFLICT (stream_id) DO UPDATE SET version = EXCLUDED.version",
-            &stream_params,
-        ),
-        tx.execute(
-            "INSERT INTO org_chains (org_id, head, last_position, events) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (org_id) DO UPDATE
-             SET head = EXCLUDED.head, last_position = EXCLUDED.last_position,
-                 events = org_chains.events + EXCLUDED.events",
-            &chain_params,
-        ),
-        tx.execute("SELECT pg_notify($1, $2)", &notify_params),
-    )
-    .map_err(|e| map_db_error(e, "writing events"))?;
+/// The events of a batch's admitted appends, column by column.
+#[derive(Default)]
+struct Rows {
+    positions: Vec<i64>,
+    orgs: Vec<Uuid>,
+    streams: Vec<Uuid>,
+    versions: Vec<i64>,
+    ids: Vec<Uuid>,
+    types: Vec<String>,
+    times: Vec<DateTime<Utc>>,
+    bodies: Vec<serde_json::Value>,
+    chains: Vec<Vec<u8>>,
+}
 
-    Ok(Appended { envelopes, chains })
+impl Rows {
+    fn push(&mut self, planned: Planned) -> Appended {
+        let Planned {
+            appended,
+            time,
+            streams,
+            bodies,
+            ..
+        } = planned;
+        for ((envelope, chain), stream) in
+            appended.envelopes.iter().zip(&appended.chains).zip(streams)
+        {
+            self.positions.push(envelope.position);
+            self.orgs.push(envelope.orgid);
+            self.streams.push(stream);
+            self.versions.push(envelope.streamversion);
+            self.ids.push(envelope.id);
+            self.types.push(envelope.event_type.clone());
+            self.times.push(time);
+            self.chains.push(chain.0.to_vec());
+        }
+        self.bodies.extend(bodies);
+        appended
+    }
+
+    /// Writes the events, the streams' and organisations' new heads and the store head, one
+    /// statement each, and wakes the listeners; nothing when no append was admitted.
+    async fn write(self, tx: &Transaction<'_>, heads: &Heads) -> Result<(), AppendError> {
+        if self.positions.is_empty() {
+            return Ok(());
+        }
+        let mut stream_ids = Vec::new();
+        let mut stream_orgs = Vec::new();
+        let mut stream_kinds = Vec::new();
+        let mut stream_versions = Vec::new();
+        for (id, head) in &heads.streams {
+            if let Some(kind) = head.written {
+                stream_ids.push(*id);
+                stream_orgs.push(head.org);
+                stream_kinds.push(kind);
+                stream_versions.push(head.version);
+            }
+        }
+        let mut org_ids = Vec::new();
+        let mut org_chains = Vec::new();
+        let mut org_lasts = Vec::new();
+        let mut org_added = Vec::new();
+        for (id, head) in &heads.orgs {
+            if head.added > 0 {
+                org_ids.push(*id);
+                org_chains.push(head.chain.0.to_vec());
+                org_lasts.push(head.last);
+                org_added.push(head.added);
+            }
+        }
+        let channel = crate::EVENTS_CHANNEL;
+        let last = heads.position.to_string();
+        let event_params: [&(dyn ToSql + Sync); 9] = [
+            &self.positions,
+            &self.orgs,
+            &self.streams,
+            &self.versions,
+            &self.ids,
+            &self.types,
+            &self.times,
+            &self.bodies,
+            &self.chains,
+        ];
+        let stream_params: [&(dyn ToSql + Sync); 4] =
+            [&stream_ids, &stream_orgs, &stream_kinds, &stream_versions];
+        let org_params: [&(dyn ToSql + Sync); 4] = [&org_ids, &org_chains, &org_lasts, &org_added];
+        let head_params: [&(dyn ToSql + Sync); 1] = [&heads.position];
+        let notify_params: [&(dyn ToSql + Sync); 2] = [&channel, &last];
+        futures::try_join!(
+            run(
+                tx,
+                "INSERT INTO events (position, org_id, stream_id, stream_version, event_id, event_type, occurred_at, envelope, chain)
+                 SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::uuid[], $4::bigint[], $5::uuid[], $6::text[], $7::timestamptz[], $8::jsonb[], $9::bytea[])",
+                &event_params,
+            ),
+            run(
+                tx,
+                "INSERT INTO streams (stream_id, org_id, kind, version)
+                 SELECT s, o, k::stream_kind, v FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::bigint[]) AS x(s, o, k, v)
+                 ON CONFLICT (stream_id) DO UPDATE SET version = EXCLUDED.version",
+                &stream_params,
+            ),
+            run(
+                tx,
+                "INSERT INTO org_chains (org_id, head, last_position, events)
+                 SELECT * FROM unnest($1::uuid[], $2::bytea[], $3::bigint[], $4::bigint[])
+                 ON CONFLICT (org_id) DO UPDATE
+                 SET head = EXCLUDED.head, last_position = EXCLUDED.last_position,
+                     events = org_chains.events + EXCLUDED.events",
+                &org_params,
+            ),
+            run(
+                tx,
+                "UPDATE store_head SET last_position = $1",
+                &head_params
+            ),
+            run(tx, "SELECT pg_notify($1, $2)", &notify_params),
+        )
+        .map_err(|e| map_db_error(e, "writing events"))?;
+        Ok(())
+    }
 }

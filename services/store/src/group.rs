@@ -4,9 +4,10 @@
 //! Positions are gapless and handed out in commit order, so every append holds the store's one
 //! row lock (`store_head`) until its commit, flush included. One append per transaction caps the
 //! whole store at one flush per append. A [`GroupAppender`] queues the appends of its process
-//! and writes whatever is queued when the previous group has committed: each in a savepoint of
-//! the group's transaction, so one append's conflict (or unique violation) rolls back that
-//! append alone and the others commit. Nobody waits to fill a group: a lone append goes at once.
+//! and writes whatever is queued when the previous group has committed, as one batch
+//! ([`append_all`]: the heads read once, expectations checked in memory, one statement per
+//! table), so one append's conflict (or unique violation) refuses that append alone and the
+//! others commit. Nobody waits to fill a group: a lone append goes at once.
 //!
 //! Each caller gets its own answer once the group's commit has answered. If the commit (or the
 //! connection) fails, every append of the group gets that failure: none of them is known to be
@@ -18,9 +19,7 @@ use anyhow::Context;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::Db;
-use crate::append::{
-    AppendError, AppendRequest, Appended, lock_head, run_statements, save_head, write_after,
-};
+use crate::append::{AppendError, AppendRequest, Appended, append_all};
 
 /// Appends waiting for their group, at most (callers wait beyond).
 const QUEUE: usize = 1_024;
@@ -128,8 +127,8 @@ async fn write_group(db: &Db, jobs: Vec<Job>) {
     }
 }
 
-/// Writes the appends in one transaction, each in a savepoint; answers each one's outcome, or
-/// the failure that lost them all.
+/// Writes the appends in one transaction; answers each one's outcome, or the failure that lost
+/// them all.
 async fn commit_group(
     db: &Db,
     requests: Vec<AppendRequest>,
@@ -139,54 +138,13 @@ async fn commit_group(
         .get()
         .await
         .context("getting a Postgres connection")?;
-    let mut tx = client
+    let tx = client
         .transaction()
         .await
         .context("beginning a group of appends")?;
-    let mut head = lock_head(&tx).await.map_err(into_anyhow)?;
-    let mut results = Vec::with_capacity(requests.len());
-    for request in requests {
-        let savepoint = tx
-            .savepoint("append")
-            .await
-            .context("opening an append's savepoint")?;
-        match write_one(&savepoint, request, head).await {
-            Ok(appended) => {
-                savepoint
-                    .commit()
-                    .await
-                    .context("releasing an append's savepoint")?;
-                head = appended.last_position().unwrap_or(head);
-                results.push(Ok(appended));
-            }
-            Err(refused) => {
-                // This append alone is undone; if even that fails (the connection broke), the
-                // whole group is lost.
-                savepoint
-                    .rollback()
-                    .await
-                    .context("rolling an append back to its savepoint")?;
-                results.push(Err(refused));
-            }
-        }
-    }
-    if results.iter().any(Result::is_ok) {
-        save_head(&tx, head).await.map_err(into_anyhow)?;
-    }
+    let results = append_all(&tx, requests).await.map_err(into_anyhow)?;
     tx.commit().await.context("committing a group of appends")?;
     Ok(results)
-}
-
-async fn write_one(
-    tx: &tokio_postgres::Transaction<'_>,
-    request: AppendRequest,
-    head: i64,
-) -> Result<Appended, AppendError> {
-    run_statements(tx, &request).await?;
-    if request.events.is_empty() && request.expected.is_empty() {
-        return Ok(Appended::default());
-    }
-    write_after(tx, request, head).await
 }
 
 fn into_anyhow(e: AppendError) -> anyhow::Error {

@@ -48,8 +48,12 @@ impl Db {
             .get()
             .await
             .context("getting a Postgres connection")?;
+        let statement = client
+            .prepare_cached("SELECT last_position FROM store_head")
+            .await
+            .context("reading the store head")?;
         let row = client
-            .query_one("SELECT last_position FROM store_head", &[])
+            .query_one(&statement, &[])
             .await
             .context("reading the store head")?;
         Ok(row.get(0))
@@ -79,15 +83,18 @@ impl Db {
             .get()
             .await
             .context("getting a Postgres connection")?;
-        let rows = client
-            .query(
+        let statement = client
+            .prepare_cached(
                 "SELECT e.envelope, e.stream_id, e.org_id
                  FROM unnest($1::uuid[], $2::bigint[]) AS w(stream_id, after_version)
                  JOIN events e ON e.stream_id = w.stream_id
                               AND e.stream_version > w.after_version
                  ORDER BY e.stream_id, e.stream_version",
-                &[&ids, &after],
             )
+            .await
+            .context("reading streams")?;
+        let rows = client
+            .query(&statement, &[&ids, &after])
             .await
             .context("reading streams")?;
         let mut streams: HashMap<Uuid, Stream> = HashMap::new();
