@@ -2,16 +2,16 @@
 //! facts, and per organisation its name, Global MFA Requirement and the counts the Home widget
 //! shows. Queried by [`crate::query`].
 //!
-//! [`change`] is pure: it says what an event does to the model. [`write`] does it in SQL. The
+//! [`change`] is pure: it says what an event does to the model. [`statement`] does it in SQL. The
 //! SQL is idempotent where it can be (a replayed create inserts nothing), but exactly-once is
 //! the checkpoint's job, not this module's.
 
-use anyhow::{Context, anyhow};
+use anyhow::anyhow;
 use chrono::{DateTime, Utc};
 use gatehouse_events::{Envelope, Event, RequirementSource};
+use gatehouse_store::Statement;
+use tokio_postgres::types::ToSql;
 use uuid::Uuid;
-
-use crate::batch::exec;
 
 /// The tables, indexes and checkpoint of the model, for any schema name.
 pub const DDL: &str = include_str!("admins.sql");
@@ -155,41 +155,42 @@ const ENROLLED: &str = "UPDATE admins SET enrolled = true, locked = false WHERE 
 
 const LOCKED: &str = "UPDATE admins SET locked = true WHERE admin_id = $1";
 
-/// Applies a change inside the batch's transaction (whose `search_path` names the schema).
-pub async fn write(tx: &deadpool_postgres::Transaction<'_>, change: &Change) -> anyhow::Result<()> {
-    match change {
-        Change::OrgCreated { org_id, name } => exec(tx, ORG_CREATED, &[org_id, name]).await,
-        Change::GlobalMfa { org_id, required } => exec(tx, GLOBAL_MFA, &[org_id, required]).await,
-        Change::AdminCreated(a) => {
-            let default = RequirementSource::Default.as_str();
-            exec(
-                tx,
-                ADMIN_CREATED,
-                &[
-                    &a.admin_id,
-                    &a.org_id,
-                    &a.email,
-                    &a.first_name,
-                    &a.last_name,
-                    &a.role,
-                    &a.created_at,
-                    &a.mfa_required,
-                    &default,
-                ],
-            )
-            .await
+/// The statement that applies a change (run in the batch's transaction, whose `search_path`
+/// names the schema).
+pub fn statement(change: &Change) -> Statement {
+    let (sql, params): (&'static str, Vec<Box<dyn ToSql + Sync + Send>>) = match change {
+        Change::OrgCreated { org_id, name } => {
+            (ORG_CREATED, vec![Box::new(*org_id), Box::new(name.clone())])
         }
-        Change::AdminRemoved { admin_id } => exec(tx, ADMIN_REMOVED, &[admin_id]).await,
-        Change::MfaRequired { admin_id, source } => {
-            exec(tx, MFA_REQUIRED, &[admin_id, &source.as_str()]).await
+        Change::GlobalMfa { org_id, required } => {
+            (GLOBAL_MFA, vec![Box::new(*org_id), Box::new(*required)])
         }
+        Change::AdminCreated(a) => (
+            ADMIN_CREATED,
+            vec![
+                Box::new(a.admin_id),
+                Box::new(a.org_id),
+                Box::new(a.email.clone()),
+                Box::new(a.first_name.clone()),
+                Box::new(a.last_name.clone()),
+                Box::new(a.role),
+                Box::new(a.created_at),
+                Box::new(a.mfa_required),
+                Box::new(RequirementSource::Default.as_str()),
+            ],
+        ),
+        Change::AdminRemoved { admin_id } => (ADMIN_REMOVED, vec![Box::new(*admin_id)]),
+        Change::MfaRequired { admin_id, source } => (
+            MFA_REQUIRED,
+            vec![Box::new(*admin_id), Box::new(source.as_str())],
+        ),
         Change::MfaRequirementRemoved { admin_id } => {
-            exec(tx, MFA_REQUIREMENT_REMOVED, &[admin_id]).await
+            (MFA_REQUIREMENT_REMOVED, vec![Box::new(*admin_id)])
         }
-        Change::Enrolled { admin_id } => exec(tx, ENROLLED, &[admin_id]).await,
-        Change::Locked { admin_id } => exec(tx, LOCKED, &[admin_id]).await,
-    }
-    .context("writing to the admins read model")
+        Change::Enrolled { admin_id } => (ENROLLED, vec![Box::new(*admin_id)]),
+        Change::Locked { admin_id } => (LOCKED, vec![Box::new(*admin_id)]),
+    };
+    Statement { sql, params }
 }
 
 #[cfg(test)]

@@ -6,9 +6,11 @@
 //! redeliveries) and applies only `checkpoint + 1`; when a message arrives past a hole, the hole
 //! is filled from the event store first.
 
+use std::task::Poll;
+
 use anyhow::Context;
 use gatehouse_events::Envelope;
-use gatehouse_store::Db;
+use gatehouse_store::{Db, Statement};
 use tokio_postgres::types::ToSql;
 
 use crate::Projection;
@@ -26,6 +28,66 @@ pub(crate) async fn exec(
 ) -> Result<(), tokio_postgres::Error> {
     let statement = tx.prepare_cached(sql).await?;
     tx.execute(&statement, params).await.map(|_| ())
+}
+
+/// Statements sent before the first of them is answered, at most (see [`pipeline`]).
+const PIPELINE_WINDOW: usize = 256;
+
+/// Runs the statements in order in the transaction, pipelined: each is sent without waiting
+/// for the answer to the one before, and Postgres runs them in the order sent, so a run costs
+/// a round trip per [`PIPELINE_WINDOW`] statements rather than one each. Under load every round
+/// trip waits for both processes to be scheduled; one statement at a time, a projection fell
+/// seconds behind the commands it follows.
+pub(crate) async fn pipeline(
+    tx: &deadpool_postgres::Transaction<'_>,
+    statements: &[Statement],
+) -> Result<(), tokio_postgres::Error> {
+    // Each statement's request is queued on the connection the first time its future is
+    // polled, so the statements are prepared first (a preparation would let later ones pass),
+    // then the futures are polled in order.
+    let mut prepared = Vec::with_capacity(statements.len());
+    for statement in statements {
+        prepared.push(tx.prepare_cached(statement.sql).await?);
+    }
+    let params: Vec<Vec<&(dyn ToSql + Sync)>> = statements
+        .iter()
+        .map(|s| {
+            s.params
+                .iter()
+                .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+                .collect()
+        })
+        .collect();
+    for (window, window_params) in prepared
+        .chunks(PIPELINE_WINDOW)
+        .zip(params.chunks(PIPELINE_WINDOW))
+    {
+        let mut pending: Vec<_> = window
+            .iter()
+            .zip(window_params)
+            .map(|(statement, params)| Some(Box::pin(tx.execute(statement, params))))
+            .collect();
+        std::future::poll_fn(|cx| {
+            let mut done = true;
+            // In order, every time: the first error answered is the first statement's.
+            for slot in pending.iter_mut() {
+                if let Some(future) = slot {
+                    match future.as_mut().poll(cx) {
+                        Poll::Ready(Ok(_)) => *slot = None,
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                        Poll::Pending => done = false,
+                    }
+                }
+            }
+            if done {
+                Poll::Ready(Ok(()))
+            } else {
+                Poll::Pending
+            }
+        })
+        .await?;
+    }
+    Ok(())
 }
 
 /// Events queued in a batch before they are written together.

@@ -2,12 +2,11 @@
 //! Admins Without MFA Required widget on their Home page. An admin without a row (not applied
 //! yet, or removed) shows it, as new admins do.
 
-use anyhow::Context;
 use gatehouse_events::types::WIDGET_ADMINS_WITHOUT_MFA_REQUIRED;
 use gatehouse_events::{Envelope, Event};
+use gatehouse_store::Statement;
+use tokio_postgres::types::ToSql;
 use uuid::Uuid;
-
-use crate::batch::exec;
 
 /// The tables and checkpoint of the model, for any schema name.
 pub const DDL: &str = include_str!("home_widgets.sql");
@@ -62,20 +61,24 @@ const VISIBLE: &str = "
     ON CONFLICT (admin_id) DO UPDATE
     SET admins_without_mfa_required_visible = EXCLUDED.admins_without_mfa_required_visible";
 
-/// Applies a change inside the batch's transaction (whose `search_path` names the schema).
-pub async fn write(tx: &deadpool_postgres::Transaction<'_>, change: &Change) -> anyhow::Result<()> {
-    match change {
+/// The statement that applies a change (run in the batch's transaction, whose `search_path`
+/// names the schema).
+pub fn statement(change: &Change) -> Statement {
+    let (sql, params): (&'static str, Vec<Box<dyn ToSql + Sync + Send>>) = match change {
         Change::AdminCreated { admin_id, org_id } => {
-            exec(tx, ADMIN_CREATED, &[admin_id, org_id]).await
+            (ADMIN_CREATED, vec![Box::new(*admin_id), Box::new(*org_id)])
         }
-        Change::AdminRemoved { admin_id } => exec(tx, ADMIN_REMOVED, &[admin_id]).await,
+        Change::AdminRemoved { admin_id } => (ADMIN_REMOVED, vec![Box::new(*admin_id)]),
         Change::AdminsWithoutMfaRequiredVisible {
             admin_id,
             org_id,
             visible,
-        } => exec(tx, VISIBLE, &[admin_id, org_id, visible]).await,
-    }
-    .context("writing to the home_widgets read model")
+        } => (
+            VISIBLE,
+            vec![Box::new(*admin_id), Box::new(*org_id), Box::new(*visible)],
+        ),
+    };
+    Statement { sql, params }
 }
 
 #[cfg(test)]

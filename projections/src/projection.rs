@@ -1,9 +1,10 @@
 //! The registry of read models: their names, schemas, DDL, locks, and the dispatch of an event
 //! to the model's pure `change` and its SQL `write`.
 
+use anyhow::Context;
 use gatehouse_events::{DecodeError, Envelope, Event};
 
-use crate::{admins, audit, home_widgets};
+use crate::{admins, audit, batch, home_widgets};
 
 /// One read model. Each owns the Postgres schema `proj_<name>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -75,23 +76,32 @@ impl Projection {
             .filter_map(|envelope| Some((envelope, self.decode(envelope)?)))
             .collect();
         match self {
+            // A statement per change, sent pipelined (see `batch::pipeline`).
             Projection::Admins => {
+                let mut statements = Vec::with_capacity(events.len());
                 for (envelope, event) in &events {
                     match admins::change(envelope, event) {
-                        Ok(Some(change)) => admins::write(tx, &change).await?,
+                        Ok(Some(change)) => statements.push(admins::statement(&change)),
                         Ok(None) => {}
                         Err(e) => self.skip(envelope, &e),
                     }
                 }
+                batch::pipeline(tx, &statements)
+                    .await
+                    .context("writing to the admins read model")?;
             }
             Projection::HomeWidgets => {
+                let mut statements = Vec::with_capacity(events.len());
                 for (envelope, event) in &events {
                     match home_widgets::change(envelope, event) {
-                        Ok(Some(change)) => home_widgets::write(tx, &change).await?,
+                        Ok(Some(change)) => statements.push(home_widgets::statement(&change)),
                         Ok(None) => {}
                         Err(e) => self.skip(envelope, &e),
                     }
                 }
+                batch::pipeline(tx, &statements)
+                    .await
+                    .context("writing to the home_widgets read model")?;
             }
             // The audit model writes a record per event: one set of statements for the run.
             Projection::Audit => {
