@@ -310,12 +310,6 @@ impl Worker {
             return Ok(());
         };
 
-        // A hole wider than a batch (e.g. the stream was purged, or JetStream was down for long)
-        // is filled from the store batch by batch first, not in this one transaction.
-        if last - read_checkpoint(&self.db, self.projection).await? > self.chunk() {
-            self.catch_up().await?;
-        }
-
         let mut client = self
             .db
             .pool
@@ -323,6 +317,20 @@ impl Worker {
             .await
             .context("getting a Postgres connection")?;
         let mut batch = Batch::begin(&mut client, self.projection, Target::Live).await?;
+        // A hole wider than a batch (e.g. the stream was purged, or JetStream was down for long)
+        // is filled from the store batch by batch first, not in this one transaction.
+        if last - batch.checkpoint() > self.chunk() {
+            drop(batch);
+            drop(client);
+            self.catch_up().await?;
+            client = self
+                .db
+                .pool
+                .get()
+                .await
+                .context("getting a Postgres connection")?;
+            batch = Batch::begin(&mut client, self.projection, Target::Live).await?;
+        }
         batch.fill_gap(&self.db, last + 1, self.chunk()).await?;
         if batch.checkpoint() < last {
             tracing::error!(
@@ -333,8 +341,11 @@ impl Worker {
             );
         }
         let checkpoint = batch.commit().await?;
-        self.record(checkpoint).await;
-        ack_all(self.projection, messages).await;
+        // The lag metric's head is read while the messages are acknowledged.
+        tokio::join!(
+            record(&self.db, self.projection, checkpoint),
+            ack_all(self.projection, messages)
+        );
         Ok(())
     }
 
@@ -403,17 +414,18 @@ impl Worker {
         }
     }
 
-    async fn record(&self, checkpoint: i64) {
-        match self.db.head().await {
-            Ok(head) => telemetry::positions(self.projection, checkpoint, head),
-            Err(e) => {
-                tracing::debug!(error = %format!("{e:#}"), "reading the store head for the lag metric")
-            }
-        }
-    }
-
     fn chunk(&self) -> i64 {
         i64::try_from(self.cfg.batch_size).unwrap_or(i64::MAX)
+    }
+}
+
+/// Records a model's checkpoint against the store's head (the lag metric).
+async fn record(db: &Db, projection: Projection, checkpoint: i64) {
+    match db.head().await {
+        Ok(head) => telemetry::positions(projection, checkpoint, head),
+        Err(e) => {
+            tracing::debug!(error = %format!("{e:#}"), "reading the store head for the lag metric")
+        }
     }
 }
 
