@@ -68,7 +68,11 @@ impl Db {
     /// Reads each stream's events after the version given with it (0: the whole stream), keyed
     /// by stream id; a stream with nothing after that version is absent from the map. Each
     /// read goes through the `(stream_id, stream_version)` index, so a long stream costs only
-    /// what it gained.
+    /// what it gained. The statement is cached, and a cached statement may run a generic plan,
+    /// which cannot see how few streams the array holds: a plain join then hashed the array
+    /// against a scan of the whole events table. The lateral subquery, fenced by `OFFSET 0` so
+    /// the planner does not flatten it back into that join, is an index look-up per stream
+    /// in every plan.
     pub async fn read_streams_after(
         &self,
         streams: &[(Uuid, i64)],
@@ -87,8 +91,11 @@ impl Db {
             .prepare_cached(
                 "SELECT e.envelope, e.stream_id, e.org_id
                  FROM unnest($1::uuid[], $2::bigint[]) AS w(stream_id, after_version)
-                 JOIN events e ON e.stream_id = w.stream_id
-                              AND e.stream_version > w.after_version
+                 CROSS JOIN LATERAL (
+                     SELECT envelope, stream_id, org_id, stream_version FROM events
+                     WHERE stream_id = w.stream_id AND stream_version > w.after_version
+                     OFFSET 0
+                 ) e
                  ORDER BY e.stream_id, e.stream_version",
             )
             .await
@@ -164,11 +171,14 @@ impl Db {
             .get()
             .await
             .context("getting a Postgres connection")?;
-        let rows = client
-            .query(
+        let statement = client
+            .prepare_cached(
                 "SELECT envelope, chain FROM events WHERE position > $1 ORDER BY position LIMIT $2",
-                &[&position, &limit],
             )
+            .await
+            .context("reading events after a position")?;
+        let rows = client
+            .query(&statement, &[&position, &limit])
             .await
             .context("reading events after a position")?;
         rows.iter().map(recorded).collect()
