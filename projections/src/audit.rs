@@ -92,12 +92,6 @@ pub async fn write(
     }
     let (new_ids, new_emails): (Vec<Uuid>, Vec<&str>) =
         changes.iter().filter_map(|c| c.email).unzip();
-    if !new_ids.is_empty() {
-        exec(tx, REMEMBER_EMAILS, &[&new_ids, &new_emails])
-            .await
-            .context("remembering admins' emails")?;
-    }
-
     let mut wanted: Vec<Uuid> = changes
         .iter()
         .flat_map(|c| [c.initiator, c.resource_admin])
@@ -105,19 +99,36 @@ pub async fn write(
         .collect();
     wanted.sort_unstable();
     wanted.dedup();
-    let mut emails: HashMap<Uuid, String> = HashMap::with_capacity(wanted.len());
-    if !wanted.is_empty() {
-        let statement = tx
-            .prepare_cached(EMAILS)
-            .await
-            .context("preparing the email look-up")?;
-        for row in tx
-            .query(&statement, &[&wanted])
-            .await
-            .context("looking up the emails of the records")?
-        {
-            emails.insert(row.try_get(0)?, row.try_get(1)?);
+
+    // The emails this run brings are remembered, and the ones its records name read, in one
+    // round trip: both are prepared first, then sent together; Postgres runs them in the order
+    // sent, so the read sees what the run remembered.
+    let (remember, look_up) = tokio::try_join!(
+        tx.prepare_cached(REMEMBER_EMAILS),
+        tx.prepare_cached(EMAILS)
+    )
+    .context("preparing the email statements")?;
+    let remembered = async {
+        if new_ids.is_empty() {
+            return Ok(());
         }
+        tx.execute(&remember, &[&new_ids, &new_emails])
+            .await
+            .map(|_| ())
+            .context("remembering admins' emails")
+    };
+    let read = async {
+        if wanted.is_empty() {
+            return Ok(Vec::new());
+        }
+        tx.query(&look_up, &[&wanted])
+            .await
+            .context("looking up the emails of the records")
+    };
+    let ((), found) = tokio::try_join!(remembered, read)?;
+    let mut emails: HashMap<Uuid, String> = HashMap::with_capacity(found.len());
+    for row in found {
+        emails.insert(row.try_get(0)?, row.try_get(1)?);
     }
 
     let mut rows = Rows::with_capacity(changes.len());

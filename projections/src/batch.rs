@@ -143,29 +143,29 @@ impl<'c> Batch<'c> {
             .transaction()
             .await
             .context("beginning a projection batch")?;
+        // One round trip for the lock, the schema and the checkpoint: the simple-query protocol
+        // runs the statements in order without a preparation each (the values are a constant
+        // key and a quoted schema name, nothing from outside).
+        let mut sql = String::new();
         if target != Target::Shadow {
-            tx.execute(
-                "SELECT pg_advisory_xact_lock($1)",
-                &[&projection.lock_key()],
-            )
-            .await
-            .context("taking the projection's lock")?;
+            sql.push_str(&format!(
+                "SELECT pg_advisory_xact_lock({});",
+                projection.lock_key()
+            ));
         }
-        tx.batch_execute(&format!("SET LOCAL search_path TO {}", quote(&schema)))
-            .await
-            .context("selecting the projection's schema")?;
+        sql.push_str(&format!("SET LOCAL search_path TO {};", quote(&schema)));
         if target == Target::Shadow {
             // Nobody reads a shadow while it is replayed, and a crashed rebuild starts over:
             // its commits need not wait for the WAL flush.
-            tx.batch_execute("SET LOCAL synchronous_commit = off")
-                .await
-                .context("relaxing the shadow batch's commit")?;
+            sql.push_str("SET LOCAL synchronous_commit = off;");
         }
-        let checkpoint: i64 = tx
-            .query_one("SELECT position FROM checkpoint FOR UPDATE", &[])
+        sql.push_str("SELECT position FROM checkpoint FOR UPDATE");
+        let answers = tx
+            .simple_query(&sql)
             .await
-            .with_context(|| format!("reading the checkpoint of {schema}"))?
-            .get(0);
+            .with_context(|| format!("locking and reading the checkpoint of {schema}"))?;
+        let checkpoint =
+            last_number(&answers).with_context(|| format!("reading the checkpoint of {schema}"))?;
         Ok(Batch {
             projection,
             target,
@@ -242,8 +242,7 @@ impl<'c> Batch<'c> {
     pub async fn save(&mut self) -> anyhow::Result<()> {
         self.write_queued().await?;
         if self.checkpoint > self.saved {
-            self.tx
-                .execute("UPDATE checkpoint SET position = $1", &[&self.checkpoint])
+            exec(&self.tx, SAVE_CHECKPOINT, &[&self.checkpoint])
                 .await
                 .context("advancing the checkpoint")?;
             self.saved = self.checkpoint;
@@ -254,10 +253,18 @@ impl<'c> Batch<'c> {
     /// Saves the checkpoint, announces it on [`NOTIFY_CHANNEL`] (delivered at commit) when this
     /// batch moved the live model, and commits. Returns the checkpoint.
     pub async fn commit(mut self) -> anyhow::Result<i64> {
-        let advanced = self.checkpoint > self.saved;
-        self.save().await?;
-        if advanced && self.target == Target::Live {
-            notify(&self.tx, self.projection, self.checkpoint).await?;
+        self.write_queued().await?;
+        if self.checkpoint > self.saved {
+            // Saved and announced in one round trip (a number and a projection's name, inlined).
+            let mut sql = format!("UPDATE checkpoint SET position = {};", self.checkpoint);
+            if self.target == Target::Live {
+                sql.push_str(&notify_sql(self.projection, self.checkpoint));
+            }
+            self.tx
+                .batch_execute(&sql)
+                .await
+                .context("advancing and announcing the checkpoint")?;
+            self.saved = self.checkpoint;
         }
         self.tx
             .commit()
@@ -267,17 +274,42 @@ impl<'c> Batch<'c> {
     }
 }
 
+const SAVE_CHECKPOINT: &str = "UPDATE checkpoint SET position = $1";
+
+/// The number in the first column of the last row a simple query answered.
+fn last_number(answers: &[tokio_postgres::SimpleQueryMessage]) -> anyhow::Result<i64> {
+    let row = answers
+        .iter()
+        .rev()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) => Some(row),
+            _ => None,
+        })
+        .context("no row answered")?;
+    let text = row.try_get(0)?.context("a null answered")?;
+    text.parse()
+        .with_context(|| format!("{text:?} is not a position"))
+}
+
 /// Announces a checkpoint to [`crate::Checkpoints`] (sent when the transaction commits).
 pub(crate) async fn notify(
     tx: &deadpool_postgres::Transaction<'_>,
     projection: Projection,
     checkpoint: i64,
 ) -> anyhow::Result<()> {
-    let payload = format!("{}:{checkpoint}", projection.name());
-    tx.execute("SELECT pg_notify($1, $2)", &[&NOTIFY_CHANNEL, &payload])
+    tx.batch_execute(&notify_sql(projection, checkpoint))
         .await
         .context("announcing the checkpoint")?;
     Ok(())
+}
+
+/// The statement announcing `<name>:<checkpoint>`: a projection's name (letters and `_`) and a
+/// number, so inlining them is safe.
+fn notify_sql(projection: Projection, checkpoint: i64) -> String {
+    format!(
+        "SELECT pg_notify('{NOTIFY_CHANNEL}', '{}:{checkpoint}');",
+        projection.name()
+    )
 }
 
 /// Parses a notification payload `<name>:<position>`.

@@ -305,7 +305,10 @@ impl Worker {
         // A message says which positions to apply; what is applied is read from the store, so
         // a message whose content is not the store's (forged by anyone who may publish on the
         // subjects, or from another deployment's stream) changes nothing.
-        let Some(last) = envelopes.iter().map(|e| e.position).max() else {
+        let (Some(first), Some(last)) = (
+            envelopes.iter().map(|e| e.position).min(),
+            envelopes.iter().map(|e| e.position).max(),
+        ) else {
             ack_all(self.projection, messages).await;
             return Ok(());
         };
@@ -316,7 +319,15 @@ impl Worker {
             .get()
             .await
             .context("getting a Postgres connection")?;
-        let mut batch = Batch::begin(&mut client, self.projection, Target::Live).await?;
+        // The store's events for the messages are read while the batch begins (on another
+        // connection): usually they follow the checkpoint exactly.
+        let wanted = (last - first + 1).min(self.chunk());
+        let (begun, stored) = tokio::join!(
+            Batch::begin(&mut client, self.projection, Target::Live),
+            self.db.read_after(first - 1, wanted)
+        );
+        let mut batch = begun?;
+        let stored = stored.context("reading the fetched positions from the store")?;
         // A hole wider than a batch (e.g. the stream was purged, or JetStream was down for long)
         // is filled from the store batch by batch first, not in this one transaction.
         if last - batch.checkpoint() > self.chunk() {
@@ -330,6 +341,13 @@ impl Worker {
                 .await
                 .context("getting a Postgres connection")?;
             batch = Batch::begin(&mut client, self.projection, Target::Live).await?;
+        }
+        // Whatever lies between the checkpoint and the first message, then the messages'.
+        batch.fill_gap(&self.db, first, self.chunk()).await?;
+        if batch.checkpoint() + 1 >= first {
+            for recorded in &stored {
+                batch.apply(&recorded.envelope).await?;
+            }
         }
         batch.fill_gap(&self.db, last + 1, self.chunk()).await?;
         if batch.checkpoint() < last {
