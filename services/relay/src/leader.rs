@@ -12,6 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use gatehouse_store::{Db, EVENTS_CHANNEL, Listener};
 use tokio::sync::mpsc::error::TryRecvError;
+use tokio_postgres::Statement;
 use tokio_util::sync::CancellationToken;
 
 /// The advisory lock key of the relay's leadership (advisory locks are per database).
@@ -26,11 +27,13 @@ const READ_POSITIONS: &str =
     "SELECT c.position, h.last_position FROM relay_cursor c CROSS JOIN store_head h";
 /// Moves the cursor only while this session holds the leader lock. A bigint advisory key shows
 /// in `pg_locks` as its high half in `classid`, its low half in `objid`, and `objsubid` 1.
+/// Answers the store's head with it, for the lag metric.
 const SAVE_CURSOR: &str = "UPDATE relay_cursor SET position = $1
      WHERE EXISTS (
          SELECT 1 FROM pg_locks
          WHERE locktype = 'advisory' AND granted AND pid = pg_backend_pid()
-           AND objsubid = 1 AND ((classid::bigint << 32) | objid::bigint) = $2)";
+           AND objsubid = 1 AND ((classid::bigint << 32) | objid::bigint) = $2)
+     RETURNING (SELECT last_position FROM store_head)";
 
 /// What woke an idle leader.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +47,9 @@ pub enum Wake {
 /// The leader's connection. Dropping it closes the connection, which releases the lock.
 pub struct Leader {
     listener: Listener,
+    /// [`READ_POSITIONS`] and [`SAVE_CURSOR`], prepared once: each cycle costs a round trip.
+    read_positions: Statement,
+    save_cursor: Statement,
 }
 
 /// Waits until this process holds the leader lock. `None` when shutdown came first.
@@ -62,7 +68,15 @@ pub async fn acquire(db: &Db, shutdown: &CancellationToken) -> anyhow::Result<Op
         let won: bool = row.try_get(0).context("reading the leader lock's answer")?;
         if won {
             tracing::info!("this relay is the active one");
-            return Ok(Some(Leader { listener }));
+            let client = &listener.client;
+            let (read_positions, save_cursor) =
+                tokio::try_join!(client.prepare(READ_POSITIONS), client.prepare(SAVE_CURSOR))
+                    .context("preparing the relay's statements")?;
+            return Ok(Some(Leader {
+                listener,
+                read_positions,
+                save_cursor,
+            }));
         }
         if !standing_by {
             tracing::info!("another relay is active; standing by");
@@ -81,24 +95,25 @@ impl Leader {
         let row = self
             .listener
             .client
-            .query_one(READ_POSITIONS, &[])
+            .query_one(&self.read_positions, &[])
             .await
             .context("reading the relay cursor")?;
         Ok((row.try_get(0)?, row.try_get(1)?))
     }
 
-    /// Saves the cursor, refusing if the lock is no longer this session's.
-    pub async fn save_cursor(&self, position: i64) -> anyhow::Result<()> {
-        let updated = self
+    /// Saves the cursor, refusing if the lock is no longer this session's. Answers the store's
+    /// head as it was then.
+    pub async fn save_cursor(&self, position: i64) -> anyhow::Result<i64> {
+        let row = self
             .listener
             .client
-            .execute(SAVE_CURSOR, &[&position, &LEADER_LOCK_KEY])
+            .query_opt(&self.save_cursor, &[&position, &LEADER_LOCK_KEY])
             .await
             .context("saving the relay cursor")?;
-        if updated != 1 {
-            bail!("this relay no longer holds the leader lock; the cursor was not moved");
+        match row {
+            Some(row) => Ok(row.try_get(0)?),
+            None => bail!("this relay no longer holds the leader lock; the cursor was not moved"),
         }
-        Ok(())
     }
 
     /// Forgets notifications already queued: the next read of the positions covers them.

@@ -78,6 +78,10 @@ async fn lead(
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     let mut failures = 0u32;
+    // Only the leader moves the cursor (and `gatehouse relay republish` holds the same lock),
+    // so it is read once here and then kept: a busy cycle is a read, a publish and a save.
+    let (mut cursor, head) = leader.positions().await?;
+    telemetry::positions(cursor, head);
     loop {
         if shutdown.is_cancelled() {
             leader.release().await;
@@ -85,31 +89,25 @@ async fn lead(
         }
         // Notifications queued so far are covered by the read that follows.
         leader.forget_notifications()?;
-        let (cursor, head) = leader.positions().await?;
-        telemetry::positions(cursor, head);
-        if cursor >= head {
-            if leader.wait(IDLE_WAIT, shutdown).await? == Wake::Shutdown {
-                leader.release().await;
-                return Ok(());
-            }
-            continue;
-        }
-
         let batch = db
             .read_after(cursor, cfg.batch_size)
             .await
             .context("reading events to publish")?;
         let Some(last) = batch.last().map(|r| r.envelope.position) else {
-            // The head moved but its events are not visible yet: look again shortly.
-            if leader.wait(IDLE_WAIT, shutdown).await? == Wake::Shutdown {
+            // Caught up (or the head moved but its events are not visible yet): wait for the
+            // next append, then look again.
+            let (saved, head) = leader.positions().await?;
+            telemetry::positions(saved, head);
+            if saved == cursor && leader.wait(IDLE_WAIT, shutdown).await? == Wake::Shutdown {
                 leader.release().await;
                 return Ok(());
             }
+            cursor = saved;
             continue;
         };
         match publish_batch(js, cfg, &batch).await {
             Ok(published) => {
-                leader.save_cursor(last).await?;
+                let head = leader.save_cursor(last).await?;
                 telemetry::published(published.acknowledged);
                 telemetry::positions(last, head.max(last));
                 tracing::debug!(
@@ -118,6 +116,7 @@ async fn lead(
                     duplicates = published.duplicates,
                     "published a batch"
                 );
+                cursor = last;
                 failures = 0;
             }
             Err(e) => {
