@@ -73,8 +73,24 @@ impl Checkpoints {
     /// Waits until every projection has applied `position`: `true` once they have, `false` if
     /// `timeout` passes first.
     pub async fn wait_for(&self, position: i64, timeout: Duration) -> bool {
+        self.wait_for_models(&Projection::ALL, position, timeout)
+            .await
+    }
+
+    /// Waits until each of `projections` has applied `position`: `true` once they have,
+    /// `false` if `timeout` passes first.
+    pub async fn wait_for_models(
+        &self,
+        projections: &[Projection],
+        position: i64,
+        timeout: Duration,
+    ) -> bool {
         let mut positions = self.positions.clone();
-        let reached = positions.wait_for(|p| lowest(p) >= position);
+        let reached = positions.wait_for(|p| {
+            Projection::ALL.iter().zip(p).all(|(projection, applied)| {
+                !projections.contains(projection) || *applied >= position
+            })
+        });
         matches!(tokio::time::timeout(timeout, reached).await, Ok(Ok(_)))
     }
 }

@@ -1035,6 +1035,51 @@ async fn reads_wait_for_their_min_position_and_answer_503_when_it_is_not_reached
 }
 
 #[tokio::test]
+async fn a_read_waits_only_for_the_read_models_it_uses() {
+    let api = Api::start().await;
+    let key = &api.org.key;
+    // While this transaction holds the audit model's checkpoint, that model applies nothing.
+    let mut blocker = api.env.db.pool.get().await.expect("a connection");
+    let hold = blocker.transaction().await.expect("a transaction");
+    hold.execute("SELECT position FROM proj_audit.checkpoint FOR UPDATE", &[])
+        .await
+        .expect("hold the audit model's checkpoint");
+
+    let created = api.create_admin(key, "manager", Some(false)).await;
+    let position = created.position();
+    let audit_path = format!("/api/v1/audit/events?resource={}", created.id());
+    let audit = api.get_at(&audit_path, key, position);
+    tokio::pin!(audit);
+    // The admins list reads only the admins model: it answers while the audit read waits.
+    let listed = tokio::select! {
+        biased;
+        early = &mut audit => panic!("the audit read answered before its model applied the write: {}", early.json),
+        listed = api.get_at(ADMINS, key, position) => listed,
+    };
+    listed.expect(StatusCode::OK);
+    assert!(ids_of(&listed.json["admins"]).contains(&created.id()));
+    let widget = api.get_at(WIDGET, key, position).await;
+    widget.expect(StatusCode::OK);
+    assert!(ids_of(&widget.json["admins"]).contains(&created.id()));
+
+    // Released, the audit model applies the write and the waiting read shows it.
+    hold.rollback().await.expect("release the checkpoint");
+    let audit = audit.await;
+    audit.expect(StatusCode::OK);
+    let created_records: Vec<&Value> = audit.json["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|r| r["event_type"] == "admin_create")
+        .collect();
+    assert_eq!(created_records.len(), 1, "{}", audit.json);
+    assert_eq!(
+        created_records[0]["resource"]["id"],
+        created.id().to_string()
+    );
+}
+
+#[tokio::test]
 async fn health_readiness_and_metrics_answer_for_operators() {
     let api = Api::start().await;
     let health = api.get("/healthz", "").await;

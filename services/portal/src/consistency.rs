@@ -2,8 +2,8 @@
 //!
 //! Every command answer carries `Gatehouse-Position: N`, the global position of its last event
 //! ([`Written`]). A GET that sends `Gatehouse-Min-Position: N` is answered only once every read
-//! model has applied N ([`read_your_writes`]), waiting at most [`MAX_WAIT`], then 503
-//! `not_caught_up` with `Retry-After`.
+//! model it uses has applied N ([`read_your_writes`], [`models_read_by`]), waiting at most
+//! [`MAX_WAIT`], then 503 `not_caught_up` with `Retry-After`.
 
 use std::time::Duration;
 
@@ -13,6 +13,8 @@ use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+
+use gatehouse_projections::Projection;
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -45,7 +47,29 @@ pub fn parse_min_position(value: &HeaderValue) -> Option<i64> {
         .filter(|p| *p >= 0)
 }
 
-/// Middleware: holds a GET back until the read models have applied `Gatehouse-Min-Position`.
+/// The read models a GET of `path` reads. Routes not named read (or may read) every model, so
+/// they wait for all of them: waiting for a model a route does not read only costs time,
+/// missing one would break read-your-writes.
+pub fn models_read_by(path: &str) -> &'static [Projection] {
+    use Projection::{Admins, Audit, HomeWidgets};
+    let Some(rest) = path.strip_prefix("/api/v1/") else {
+        return &Projection::ALL;
+    };
+    let segments: Vec<&str> = rest.split('/').collect();
+    match segments.as_slice() {
+        ["admins"]
+        | ["admins", _]
+        | ["widgets", "admins-without-mfa-required"]
+        | ["me"]
+        | ["settings", "security"] => &[Admins],
+        ["home", "widgets"] => &[Admins, HomeWidgets],
+        ["audit", "events"] => &[Audit],
+        _ => &Projection::ALL,
+    }
+}
+
+/// Middleware: holds a GET back until the read models it uses have applied
+/// `Gatehouse-Min-Position`.
 pub async fn read_your_writes(
     State(state): State<AppState>,
     request: Request,
@@ -55,7 +79,12 @@ pub async fn read_your_writes(
         match min_position(&request) {
             Ok(None) => {}
             Ok(Some(position)) => {
-                if !state.checkpoints.wait_for(position, MAX_WAIT).await {
+                let models = models_read_by(request.uri().path());
+                if !state
+                    .checkpoints
+                    .wait_for_models(models, position, MAX_WAIT)
+                    .await
+                {
                     return ApiError::not_caught_up().into_response();
                 }
             }
@@ -120,5 +149,39 @@ impl<B: Serialize> IntoResponse for Written<B> {
             .headers_mut()
             .insert(POSITION_HEADER, HeaderValue::from(self.position));
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gatehouse_projections::Projection::{Admins, Audit, HomeWidgets};
+
+    #[test]
+    fn each_read_waits_for_the_models_it_reads_and_the_rest_for_all() {
+        let id = "5f0c1d2e-0000-4000-8000-000000000001";
+        assert_eq!(models_read_by("/api/v1/admins"), &[Admins]);
+        assert_eq!(models_read_by(&format!("/api/v1/admins/{id}")), &[Admins]);
+        assert_eq!(
+            models_read_by("/api/v1/widgets/admins-without-mfa-required"),
+            &[Admins]
+        );
+        assert_eq!(models_read_by("/api/v1/me"), &[Admins]);
+        assert_eq!(models_read_by("/api/v1/settings/security"), &[Admins]);
+        assert_eq!(
+            models_read_by("/api/v1/home/widgets"),
+            &[Admins, HomeWidgets]
+        );
+        assert_eq!(models_read_by("/api/v1/audit/events"), &[Audit]);
+        for other in [
+            "/",
+            "/admins",
+            "/api/v1/events",
+            "/api/v1/audit/export",
+            "/api/v1/admins/x/mfa",
+            "/api/v2/admins",
+        ] {
+            assert_eq!(models_read_by(other), &Projection::ALL, "{other}");
+        }
     }
 }
