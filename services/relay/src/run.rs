@@ -5,13 +5,15 @@
 //! publishing and saving publishes that batch again; JetStream drops the copies (same
 //! `Nats-Msg-Id`, within the duplicate window) and consumers deduplicate by position.
 //! Positions are gapless and committed in order (see `gatehouse_store`), so reading
-//! `position > cursor` never skips an event that commits late.
+//! `position > cursor` never skips an event that commits late. While a backlog drains (the
+//! batches come back full), the next batch is read while the current one's publishes are in
+//! flight.
 
 use std::time::Duration;
 
 use anyhow::Context;
 use async_nats::jetstream;
-use gatehouse_store::Db;
+use gatehouse_store::{Db, Recorded};
 use tokio_util::sync::CancellationToken;
 
 use crate::leader::{self, Leader, Wake};
@@ -82,17 +84,22 @@ async fn lead(
     // so it is read once here and then kept: a busy cycle is a read, a publish and a save.
     let (mut cursor, head) = leader.positions().await?;
     telemetry::positions(cursor, head);
+    // The batch after a full one, read while that one's publishes were in flight.
+    let mut ahead: Vec<Recorded> = Vec::new();
     loop {
         if shutdown.is_cancelled() {
             leader.release().await;
             return Ok(());
         }
-        // Notifications queued so far are covered by the read that follows.
-        leader.forget_notifications()?;
-        let batch = db
-            .read_after(cursor, cfg.batch_size)
-            .await
-            .context("reading events to publish")?;
+        let batch = if ahead.is_empty() {
+            // Notifications queued so far are covered by the read that follows.
+            leader.forget_notifications()?;
+            db.read_after(cursor, cfg.batch_size)
+                .await
+                .context("reading events to publish")?
+        } else {
+            std::mem::take(&mut ahead)
+        };
         let Some(last) = batch.last().map(|r| r.envelope.position) else {
             // Caught up (or the head moved but its events are not visible yet): wait for the
             // next append, then look again.
@@ -105,7 +112,18 @@ async fn lead(
             cursor = saved;
             continue;
         };
-        match publish_batch(js, cfg, &batch).await {
+        // A full batch means a backlog: the next one is read while this one is published. It is
+        // used only if this one is acknowledged whole.
+        let full = i64::try_from(batch.len()).is_ok_and(|n| n >= cfg.batch_size);
+        let read_ahead = async {
+            if full {
+                db.read_after(last, cfg.batch_size).await
+            } else {
+                Ok(Vec::new())
+            }
+        };
+        let (published, next) = tokio::join!(publish_batch(js, cfg, &batch), read_ahead);
+        match published {
             Ok(published) => {
                 let head = leader.save_cursor(last).await?;
                 telemetry::published(published.acknowledged);
@@ -118,6 +136,10 @@ async fn lead(
                 );
                 cursor = last;
                 failures = 0;
+                ahead = next.unwrap_or_else(|e| {
+                    tracing::debug!(error = %format!("{e:#}"), "reading ahead failed; reading again");
+                    Vec::new()
+                });
             }
             Err(e) => {
                 failures = failures.saturating_add(1);
