@@ -1,8 +1,9 @@
 //! The registry of read models: their names, schemas, DDL, locks, and the dispatch of an event
-//! to the model's pure `change` and its SQL `write`.
+//! to the model's pure `change` and its SQL (`statement`, or the audit model's `write`).
 
 use anyhow::Context;
 use gatehouse_events::{DecodeError, Envelope, Event};
+use gatehouse_store::Statement;
 
 use crate::{admins, audit, batch, home_widgets};
 
@@ -78,27 +79,14 @@ impl Projection {
         match self {
             // A statement per change, sent pipelined (see `batch::pipeline`).
             Projection::Admins => {
-                let mut statements = Vec::with_capacity(events.len());
-                for (envelope, event) in &events {
-                    match admins::change(envelope, event) {
-                        Ok(Some(change)) => statements.push(admins::statement(&change)),
-                        Ok(None) => {}
-                        Err(e) => self.skip(envelope, &e),
-                    }
-                }
+                let statements = self.statements(&events, admins::change, admins::statement);
                 batch::pipeline(tx, &statements)
                     .await
                     .context("writing to the admins read model")?;
             }
             Projection::HomeWidgets => {
-                let mut statements = Vec::with_capacity(events.len());
-                for (envelope, event) in &events {
-                    match home_widgets::change(envelope, event) {
-                        Ok(Some(change)) => statements.push(home_widgets::statement(&change)),
-                        Ok(None) => {}
-                        Err(e) => self.skip(envelope, &e),
-                    }
-                }
+                let statements =
+                    self.statements(&events, home_widgets::change, home_widgets::statement);
                 batch::pipeline(tx, &statements)
                     .await
                     .context("writing to the home_widgets read model")?;
@@ -116,6 +104,25 @@ impl Projection {
             }
         }
         Ok(())
+    }
+
+    /// The statements applying the events' changes, in order; an event whose change cannot be
+    /// made is skipped (logged).
+    fn statements<C>(
+        self,
+        events: &[(&Envelope, Event)],
+        change: fn(&Envelope, &Event) -> anyhow::Result<Option<C>>,
+        statement: fn(&C) -> Statement,
+    ) -> Vec<Statement> {
+        let mut statements = Vec::with_capacity(events.len());
+        for (envelope, event) in events {
+            match change(envelope, event) {
+                Ok(Some(change)) => statements.push(statement(&change)),
+                Ok(None) => {}
+                Err(e) => self.skip(envelope, &e),
+            }
+        }
+        statements
     }
 
     /// The event of an envelope, or `None` (logged) when this version cannot read it.
