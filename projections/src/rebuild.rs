@@ -6,7 +6,9 @@
 //! lock the runtime takes per batch: apply what arrived meanwhile, rename the live schema to
 //! `_old` and `_next` to the live name, drop `_old`. Queries name tables by schema
 //! (`proj_admins.admins`); Postgres resolves those names again after the swap, in new and in
-//! cached plans, so a query running across it waits a moment rather than failing.
+//! cached plans, so a query running across it waits a moment rather than failing. The swap
+//! waits only briefly for each of the live tables and, past that, rolls back and tries again,
+//! so a query holding one table while it waits for another is never a deadlock's victim.
 //!
 //! The replay is the long part, and three things keep it short:
 //! - the shadow's secondary (non-unique) indexes are dropped before it and built again after
@@ -99,7 +101,7 @@ async fn rebuild_locked(
     analyze_shadows(db, projections).await?;
 
     for projection in projections {
-        let checkpoint = swap(db, *projection).await?;
+        let checkpoint = swap_yielding(db, *projection).await?;
         tracing::info!(
             projection = projection.name(),
             checkpoint,
@@ -243,7 +245,51 @@ async fn replay(db: &Db, projection: Projection, events: &[&Envelope]) -> anyhow
     Ok(())
 }
 
+/// How long the swap waits for one of the live model's table locks before it gives way.
+/// Well under Postgres's `deadlock_timeout` (1 s by default): a query that holds one of the
+/// model's tables and waits for another the swap already holds would otherwise deadlock with
+/// it, and Postgres would cancel the query.
+const SWAP_LOCK_TIMEOUT: &str = "100ms";
+
+/// Attempts at the swap before the rebuild gives up (each waits at most [`SWAP_LOCK_TIMEOUT`]
+/// per lock, then steps back for a moment).
+const SWAP_ATTEMPTS: u32 = 100;
+
+/// [`swap`], again whenever it gave way to the queries on a lock.
+async fn swap_yielding(db: &Db, projection: Projection) -> anyhow::Result<i64> {
+    let mut attempt = 1;
+    loop {
+        match swap(db, projection).await {
+            Err(e) if attempt < SWAP_ATTEMPTS && gave_way(&e) => {
+                tracing::info!(
+                    projection = projection.name(),
+                    attempt,
+                    "the swap gave way to queries holding the live model; trying again"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(
+                    10 * u64::from(attempt.min(10)),
+                ))
+                .await;
+                attempt += 1;
+            }
+            result => return result,
+        }
+    }
+}
+
+/// Whether the swap failed for waiting longer than [`SWAP_LOCK_TIMEOUT`] on a lock.
+fn gave_way(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<tokio_postgres::Error>()
+            .and_then(tokio_postgres::Error::code)
+            == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE)
+    })
+}
+
 /// Catches the shadow up under the projection's lock and puts it in place of the live schema.
+/// Its table locks are taken with [`SWAP_LOCK_TIMEOUT`], so it fails rather than deadlock with
+/// a query (see [`swap_yielding`]).
 async fn swap(db: &Db, projection: Projection) -> anyhow::Result<i64> {
     let mut client = db
         .pool
@@ -272,7 +318,8 @@ async fn swap(db: &Db, projection: Projection) -> anyhow::Result<i64> {
         .tx()
         .await?
         .batch_execute(&format!(
-            "DROP SCHEMA IF EXISTS {old} CASCADE;
+            "SET LOCAL lock_timeout = '{SWAP_LOCK_TIMEOUT}';
+             DROP SCHEMA IF EXISTS {old} CASCADE;
              ALTER SCHEMA {live} RENAME TO {old};
              ALTER SCHEMA {next} RENAME TO {live};
              DROP SCHEMA {old} CASCADE;"

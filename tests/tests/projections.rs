@@ -1125,6 +1125,75 @@ async fn a_rebuild_while_queries_run_fails_no_query_and_equals_the_live_model() 
     running.stop().await;
 }
 
+/// A reader that holds one of the admins model's tables and then reads the other, while a
+/// rebuild's swap drops the old tables: in one of the two orders the swap holds the second
+/// table and waits for the first, which Postgres would end by cancelling one of them as a
+/// deadlock. The swap gives way instead: the reader answers and the rebuild succeeds.
+#[tokio::test]
+async fn a_reader_holding_one_table_while_it_waits_for_another_is_not_cancelled_by_the_swap() {
+    let env = TestEnv::new().await;
+    let (org, _, _) = seed_org(&env.db, 20).await;
+    rebuild_all(&env.db).await;
+    let expected = all_without_mfa(&env.db, org).await;
+
+    for (first, second) in [("admins", "orgs"), ("orgs", "admins")] {
+        let mut reader = env.db.pool.get().await.expect("a connection");
+        let reader = reader
+            .transaction()
+            .await
+            .expect("the reader's transaction");
+        let held: u32 = reader
+            .query_one(
+                &format!(
+                    "SELECT 'proj_admins.{first}'::regclass::oid, count(*) FROM proj_admins.{first}"
+                ),
+                &[],
+            )
+            .await
+            .expect("the reader reads the first table")
+            .get(0);
+
+        let rebuild = {
+            let db = env.db.clone();
+            tokio::spawn(async move { gatehouse_projections::rebuild(&db, &[], |_, _| {}).await })
+        };
+        let observer = env.db.pool.get().await.expect("a connection");
+        eventually(
+            PATIENCE,
+            &format!("the swap waiting for proj_admins.{first}"),
+            || async {
+                let waiting: i64 = observer
+                    .query_one(
+                        "SELECT count(*) FROM pg_locks WHERE relation = $1 AND NOT granted",
+                        &[&held],
+                    )
+                    .await
+                    .expect("the locks")
+                    .get(0);
+                (waiting > 0).then_some(())
+            },
+        )
+        .await;
+
+        let rows: i64 = reader
+            .query_one(&format!("SELECT count(*) FROM proj_admins.{second}"), &[])
+            .await
+            .unwrap_or_else(|e| panic!("the reader reads {second} while the swap waits: {e}"))
+            .get(0);
+        assert!(rows > 0, "the reader sees the rows of {second}");
+        reader.commit().await.expect("the reader commits");
+        rebuild
+            .await
+            .expect("the rebuild does not panic")
+            .unwrap_or_else(|e| panic!("the rebuild succeeds after holding {first}: {e:#}"));
+    }
+    assert_eq!(
+        all_without_mfa(&env.db, org).await,
+        expected,
+        "the swapped-in model answers as before"
+    );
+}
+
 /// Every index of the read models' schemas, as Postgres would create it again.
 async fn indexes(db: &Db) -> Vec<String> {
     let client = db.pool.get().await.expect("a connection");
