@@ -822,7 +822,21 @@ async fn verify_read_models(db: &tokio_postgres::Client, base: &str, org: &Org, 
     let without = expected.values().filter(|r| !**r).count();
     assert_eq!(widgets["admins_without_mfa_required"]["count"], without);
 
-    // The audit model: one record per event of the organisation.
+    // The audit model: one record per event of the organisation, once it reaches the head
+    // (the reads above wait only for the models they use).
+    eventually(
+        PATIENCE,
+        &format!("the audit model at position {head}"),
+        || async {
+            let at: i64 = db
+                .query_one("SELECT position FROM proj_audit.checkpoint", &[])
+                .await
+                .ok()?
+                .get(0);
+            (at >= head).then_some(())
+        },
+    )
+    .await;
     let missing: i64 = db
         .query_one(
             "SELECT count(*) FROM events e WHERE e.org_id = $1 AND e.position <= $2
