@@ -95,14 +95,14 @@ pub async fn start(config: &Config, roles: &[Role], demo_mode: bool) -> anyhow::
     let mut addr = None;
     if roles.contains(&Role::Api) {
         let checkpoints = Checkpoints::start(db.clone()).await?;
-        let state = gatehouse_portal::AppState {
+        let state = gatehouse_portal::AppState::new(gatehouse_portal::Shared {
             commands,
             db: db.clone(),
             checkpoints,
             nats: Some(nats.clone()),
             metrics,
             public_url: config.public_url.clone(),
-        };
+        });
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| {

@@ -30,6 +30,7 @@ pub mod session;
 pub mod telemetry;
 pub mod views;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::error_handling::HandleErrorLayer;
@@ -56,9 +57,28 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Requests served at once; more are shed at once with 503 `overloaded` rather than queued.
 pub const MAX_CONCURRENT_REQUESTS: usize = 1024;
 
-/// What every handler may use.
+/// What every handler may use: a handle to [`Shared`], cloned for each request (an atomic
+/// increment, where cloning the services themselves allocated a copy of the database URL's
+/// parts and more on every request).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> AppState {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The services and settings behind [`AppState`].
+pub struct Shared {
     pub commands: Commands,
     pub db: Db,
     pub checkpoints: Checkpoints,

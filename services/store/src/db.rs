@@ -1,6 +1,7 @@
 //! Pools, database creation and migrations.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
@@ -18,11 +19,12 @@ pub struct DbConfig {
     pub pool_size: usize,
 }
 
-/// A pool of connections to Gatehouse's database.
+/// A pool of connections to Gatehouse's database. Cheap to clone (handlers clone it per
+/// request): the pool and the parsed URL are shared.
 #[derive(Clone)]
 pub struct Db {
     pub pool: Pool,
-    pub config: Config,
+    pub config: Arc<Config>,
 }
 
 impl Db {
@@ -45,7 +47,10 @@ impl Db {
             .recycle_timeout(Some(Duration::from_secs(5)))
             .build()
             .context("building the Postgres pool")?;
-        let db = Db { pool, config };
+        let db = Db {
+            pool,
+            config: Arc::new(config),
+        };
         let _probe = db
             .pool
             .get()

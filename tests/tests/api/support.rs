@@ -191,14 +191,14 @@ impl Api {
             Passwords::new(4),
             gatehouse_auth::secretbox::SecretKey::random().expect("a key"),
         );
-        let state = AppState {
+        let state = AppState::new(gatehouse_portal::Shared {
             commands: commands.clone(),
             db: env.db.clone(),
             checkpoints,
             nats: Some(env.nats.clone()),
             metrics: Some(PrometheusBuilder::new().build_recorder().handle()),
             public_url: public_url.to_owned(),
-        };
+        });
         let router = gatehouse_portal::router(state);
         let org = create_org(&commands, "Acme").await;
         Api {
