@@ -1164,7 +1164,9 @@ async fn a_reader_holding_one_table_while_it_waits_for_another_is_not_cancelled_
             || async {
                 let waiting: i64 = observer
                     .query_one(
-                        "SELECT count(*) FROM pg_locks WHERE relation = $1 AND NOT granted",
+                        "SELECT count(*) FROM pg_locks
+                         WHERE relation = $1 AND NOT granted
+                           AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
                         &[&held],
                     )
                     .await

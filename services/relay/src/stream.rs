@@ -31,7 +31,12 @@ pub async fn ensure_stream(js: &jetstream::Context, cfg: &RelayConfig) -> anyhow
     let info = loop {
         match js.create_or_update_stream(config.clone()).await {
             Err(e) if attempt < ATTEMPTS && transient(&e) => {
-                tracing::warn!(stream = %cfg.stream, attempt, error = %e, "JetStream failed to create or update the stream; trying again");
+                tracing::warn!(
+                    stream = %cfg.stream,
+                    attempt,
+                    error = %e,
+                    "JetStream failed to create or update the stream; trying again"
+                );
                 tokio::time::sleep(Duration::from_millis(100) * attempt).await;
                 attempt += 1;
             }
