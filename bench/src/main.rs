@@ -98,6 +98,10 @@ pub struct Args {
     /// Where the results go.
     #[arg(long, default_value = "bench-results.json")]
     pub output: PathBuf,
+    /// Leaves the database and the stream in place at the end (for profiling a scenario
+    /// again by hand); says how to reach and drop them.
+    #[arg(long)]
+    pub keep: bool,
 }
 
 impl Args {

@@ -36,7 +36,16 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
         result = scenarios(&env) => result,
         signal = interrupted() => Err(anyhow::anyhow!("interrupted by {signal}")),
     };
-    cleanup(&env, &admin).await;
+    if args.keep && result.is_ok() {
+        println!(
+            "kept: DATABASE_URL={} and the stream {} (drop with: psql -c 'DROP DATABASE {} WITH (FORCE)')",
+            env.database_url(),
+            env.stream,
+            env.database
+        );
+    } else {
+        cleanup(&env, &admin).await;
+    }
     let rows = result?;
     println!("\n{}", report::table(&rows));
     report::write(&args.output, &rows)?;
