@@ -10,9 +10,12 @@
 use std::collections::HashMap;
 
 use anyhow::{Context, anyhow};
+use bytes::BufMut;
 use chrono::{DateTime, Utc};
 use gatehouse_events::audit::{self, AuditRecord};
 use gatehouse_events::{Actor, Envelope, Event};
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 use uuid::Uuid;
 
 use crate::batch::exec;
@@ -77,15 +80,28 @@ const INSERT: &str = "
                          $6::uuid[], $7::text[], $8::text[], $9::jsonb[])
     ON CONFLICT (position) DO NOTHING";
 
+/// How a run of records is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Insert {
+    /// One `INSERT … ON CONFLICT DO NOTHING` per run: the live model, where a replayed
+    /// position inserts nothing.
+    Upsert,
+    /// `COPY … FROM STDIN (FORMAT binary)`, each record sent as soon as it is built, so
+    /// Postgres stores the run while the rest is built: a rebuild's shadow, where every
+    /// position is new (its checkpoint says so) and nobody reads it.
+    Copy,
+}
+
 /// Applies a run of consecutive changes inside the batch's transaction (whose `search_path`
 /// names the schema) in three statements whatever its length: remember the run's new emails,
-/// look up every email its records show, insert the records.
+/// look up every email its records show, insert the records (`how` says how).
 ///
 /// The emails of a run are remembered before any of its records is written, so a record shows
 /// the email of an admin created earlier in the same run, as it would one event at a time.
-pub async fn write(
+pub(crate) async fn write(
     tx: &deadpool_postgres::Transaction<'_>,
     changes: &[Change<'_>],
+    how: Insert,
 ) -> anyhow::Result<()> {
     if changes.is_empty() {
         return Ok(());
@@ -131,12 +147,17 @@ pub async fn write(
         emails.insert(row.try_get(0)?, row.try_get(1)?);
     }
 
+    let record_of = |change: &Change<'_>| {
+        audit::record(change.envelope, change.event, &|id| {
+            emails.get(&id).cloned()
+        })
+    };
+    if how == Insert::Copy {
+        return copy(tx, changes, record_of).await;
+    }
     let mut rows = Rows::with_capacity(changes.len());
     for change in changes {
-        let record = audit::record(change.envelope, change.event, &|id| {
-            emails.get(&id).cloned()
-        });
-        rows.push(record, change.occurred_at)?;
+        rows.push(record_of(change), change.occurred_at)?;
     }
     exec(
         tx,
@@ -157,6 +178,61 @@ pub async fn write(
     .context("writing to the audit read model")
 }
 
+/// The columns [`INSERT`] and [`COPY`] fill, in order, with their types.
+const COPY: &str = "COPY records (position, org_id, occurred_at, event_type, initiator_id,
+                                  resource_id, initiator_email, resource_email, record)
+                    FROM STDIN (FORMAT binary)";
+const COPY_TYPES: [Type; 9] = [
+    Type::INT8,
+    Type::UUID,
+    Type::TIMESTAMPTZ,
+    Type::TEXT,
+    Type::UUID,
+    Type::UUID,
+    Type::TEXT,
+    Type::TEXT,
+    Type::JSONB,
+];
+
+/// Streams the run's records into the table with [`COPY`] (see [`Insert::Copy`]).
+async fn copy(
+    tx: &deadpool_postgres::Transaction<'_>,
+    changes: &[Change<'_>],
+    record_of: impl Fn(&Change<'_>) -> AuditRecord,
+) -> anyhow::Result<()> {
+    let sink = tx
+        .copy_in(COPY)
+        .await
+        .context("starting to copy records into the audit read model")?;
+    let writer = BinaryCopyInWriter::new(sink, &COPY_TYPES);
+    tokio::pin!(writer);
+    for change in changes {
+        let record = record_of(change);
+        let json = JsonbText(serde_json::to_vec(&record).context("serialising an audit record")?);
+        let resource = record.resource.id.unwrap_or(record.organization);
+        writer
+            .as_mut()
+            .write(&[
+                &record.position,
+                &record.organization,
+                &change.occurred_at,
+                &record.event_type,
+                &record.initiated_by.id,
+                &resource,
+                &record.initiated_by.email,
+                &record.resource.email,
+                &json,
+            ])
+            .await
+            .context("copying records into the audit read model")?;
+    }
+    writer
+        .finish()
+        .await
+        .context("copying records into the audit read model")?;
+    Ok(())
+}
+
 /// The columns of a run of records, one array per column for [`INSERT`].
 struct Rows {
     position: Vec<i64>,
@@ -167,7 +243,7 @@ struct Rows {
     resource_id: Vec<Uuid>,
     initiator_email: Vec<Option<String>>,
     resource_email: Vec<Option<String>>,
-    record: Vec<serde_json::Value>,
+    record: Vec<JsonbText>,
 }
 
 impl Rows {
@@ -186,7 +262,7 @@ impl Rows {
     }
 
     fn push(&mut self, record: AuditRecord, occurred_at: DateTime<Utc>) -> anyhow::Result<()> {
-        let json = serde_json::to_value(&record).context("serialising an audit record")?;
+        let json = JsonbText(serde_json::to_vec(&record).context("serialising an audit record")?);
         self.position.push(record.position);
         self.org_id.push(record.organization);
         self.occurred_at.push(occurred_at);
@@ -199,6 +275,30 @@ impl Rows {
         self.record.push(json);
         Ok(())
     }
+}
+
+/// A JSON document serialised once, straight to its text, and bound as `jsonb` (whose binary
+/// form is a version byte, 1, then the text): no `serde_json::Value` tree is built and walked
+/// again for each record.
+#[derive(Debug)]
+struct JsonbText(Vec<u8>);
+
+impl ToSql for JsonbText {
+    fn to_sql(
+        &self,
+        _: &Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        out.put_u8(1);
+        out.put_slice(&self.0);
+        Ok(IsNull::No)
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::JSONB
+    }
+
+    to_sql_checked!();
 }
 
 #[cfg(test)]

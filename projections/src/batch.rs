@@ -9,7 +9,7 @@
 use std::task::Poll;
 
 use anyhow::Context;
-use gatehouse_events::Envelope;
+use gatehouse_events::{Envelope, Event};
 use gatehouse_store::{Db, Statement};
 use tokio_postgres::types::ToSql;
 
@@ -206,6 +206,49 @@ impl<'c> Batch<'c> {
         self.checkpoint = position;
         if self.queued.len() >= WRITE_RUN {
             self.write_queued().await?;
+        }
+        Ok(())
+    }
+
+    /// Applies a run of consecutive events already decoded (`None`: one this version cannot
+    /// read, counted as applied), written straight from the slice in runs of [`WRITE_RUN`]
+    /// rather than queued one by one: a rebuild's replay (on a shadow, the audit records are
+    /// copied in, see [`crate::audit::Insert::Copy`]). Events already applied are skipped; a
+    /// gap is an error, as in [`Batch::apply`].
+    pub async fn apply_decoded(
+        &mut self,
+        events: &[(Envelope, Option<Event>)],
+    ) -> anyhow::Result<()> {
+        self.write_queued().await?;
+        // A shadow being replayed holds none of these positions (its checkpoint is below them)
+        // and nobody reads it: its audit records are copied in.
+        let records = if self.target == Target::Shadow {
+            crate::audit::Insert::Copy
+        } else {
+            crate::audit::Insert::Upsert
+        };
+        let fresh = events
+            .iter()
+            .position(|(envelope, _)| envelope.position > self.checkpoint)
+            .unwrap_or(events.len());
+        for run in events[fresh..].chunks(WRITE_RUN) {
+            let mut decoded = Vec::with_capacity(run.len());
+            for (envelope, event) in run {
+                anyhow::ensure!(
+                    envelope.position == self.checkpoint + 1,
+                    "position {} is not the next after checkpoint {} of {}",
+                    envelope.position,
+                    self.checkpoint,
+                    self.projection.name()
+                );
+                self.checkpoint = envelope.position;
+                if let Some(event) = event {
+                    decoded.push((envelope, event));
+                }
+            }
+            self.projection
+                .apply_decoded(&self.tx, &decoded, records)
+                .await?;
         }
         Ok(())
     }

@@ -74,19 +74,32 @@ impl Projection {
     ) -> anyhow::Result<()> {
         let events: Vec<(&Envelope, Event)> = envelopes
             .iter()
-            .filter_map(|envelope| Some((envelope, self.decode(envelope)?)))
+            .filter_map(|envelope| Some((envelope, decode(envelope, self.name())?)))
             .collect();
+        let events: Vec<(&Envelope, &Event)> = events.iter().map(|(e, ev)| (*e, ev)).collect();
+        self.apply_decoded(tx, &events, audit::Insert::Upsert).await
+    }
+
+    /// [`Projection::apply`] for events already decoded (the unreadable ones left out): a
+    /// rebuild decodes each event once for every model it fills, and copies the audit records
+    /// into its shadow (`records` says how the audit model inserts them).
+    pub(crate) async fn apply_decoded(
+        self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        events: &[(&Envelope, &Event)],
+        records: audit::Insert,
+    ) -> anyhow::Result<()> {
         match self {
             // A statement per change, sent pipelined (see `batch::pipeline`).
             Projection::Admins => {
-                let statements = self.statements(&events, admins::change, admins::statement);
+                let statements = self.statements(events, admins::change, admins::statement);
                 batch::pipeline(tx, &statements)
                     .await
                     .context("writing to the admins read model")?;
             }
             Projection::HomeWidgets => {
                 let statements =
-                    self.statements(&events, home_widgets::change, home_widgets::statement);
+                    self.statements(events, home_widgets::change, home_widgets::statement);
                 batch::pipeline(tx, &statements)
                     .await
                     .context("writing to the home_widgets read model")?;
@@ -94,13 +107,13 @@ impl Projection {
             // The audit model writes a record per event: one set of statements for the run.
             Projection::Audit => {
                 let mut changes = Vec::with_capacity(events.len());
-                for (envelope, event) in &events {
+                for (envelope, event) in events {
                     match audit::change(envelope, event) {
                         Ok(change) => changes.push(change),
                         Err(e) => self.skip(envelope, &e),
                     }
                 }
-                audit::write(tx, &changes).await?;
+                audit::write(tx, &changes, records).await?;
             }
         }
         Ok(())
@@ -110,7 +123,7 @@ impl Projection {
     /// made is skipped (logged).
     fn statements<C>(
         self,
-        events: &[(&Envelope, Event)],
+        events: &[(&Envelope, &Event)],
         change: fn(&Envelope, &Event) -> anyhow::Result<Option<C>>,
         statement: fn(&C) -> Statement,
     ) -> Vec<Statement> {
@@ -125,23 +138,24 @@ impl Projection {
         statements
     }
 
-    /// The event of an envelope, or `None` (logged) when this version cannot read it.
-    fn decode(self, envelope: &Envelope) -> Option<Event> {
-        match envelope.event() {
-            Ok(event) => Some(event),
-            Err(DecodeError::UnknownType(event_type)) => {
-                tracing::debug!(projection = self.name(), position = envelope.position, %event_type, "skipping an event type this version does not know");
-                None
-            }
-            Err(e @ DecodeError::Malformed { .. }) => {
-                tracing::error!(projection = self.name(), position = envelope.position, error = %e, "skipping an event whose data cannot be read");
-                None
-            }
-        }
-    }
-
     fn skip(self, envelope: &Envelope, error: &anyhow::Error) {
         tracing::error!(projection = self.name(), position = envelope.position, error = %format!("{error:#}"), "skipping an event that cannot be applied");
+    }
+}
+
+/// The event of an envelope, or `None` (logged, naming `reader`) when this version cannot read
+/// it.
+pub(crate) fn decode(envelope: &Envelope, reader: &str) -> Option<Event> {
+    match envelope.event() {
+        Ok(event) => Some(event),
+        Err(DecodeError::UnknownType(event_type)) => {
+            tracing::debug!(projection = reader, position = envelope.position, %event_type, "skipping an event type this version does not know");
+            None
+        }
+        Err(e @ DecodeError::Malformed { .. }) => {
+            tracing::error!(projection = reader, position = envelope.position, error = %e, "skipping an event whose data cannot be read");
+            None
+        }
     }
 }
 

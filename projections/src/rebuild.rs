@@ -10,22 +10,27 @@
 //! waits only briefly for each of the live tables and, past that, rolls back and tries again,
 //! so a query holding one table while it waits for another is never a deadlock's victim.
 //!
-//! The replay is the long part, and three things keep it short:
+//! The replay is the long part, and these keep it short:
 //! - the shadow's secondary (non-unique) indexes are dropped before it and built again after
 //!   it, once per index rather than once per row (what a projection looks up while applying
 //!   goes through primary keys, which stay);
-//! - the projections apply each batch at the same time, each on its own connection, while the
-//!   next batch is read;
+//! - each batch is read and decoded once, while the one before is applied; the projections
+//!   apply it at the same time, each on a task and a connection of its own;
+//! - the audit model's records, one per event, are copied into the shadow (`COPY … FROM STDIN`
+//!   in binary, streamed while they are built) rather than inserted: every position is new
+//!   there, so nothing needs `ON CONFLICT`;
 //! - a shadow batch commits without waiting for the WAL flush: a crash loses at most the last
 //!   batches of a shadow nobody reads, and a crashed rebuild starts again from scratch anyway.
 
+use std::sync::Arc;
+
 use anyhow::Context;
-use gatehouse_events::Envelope;
+use gatehouse_events::{Envelope, Event};
 use gatehouse_store::Db;
 
 use crate::Projection;
 use crate::batch::{Batch, Target, notify};
-use crate::projection::select;
+use crate::projection::{decode, select};
 use crate::schema::{self, quote};
 
 /// Events read from the store per replay batch.
@@ -82,12 +87,18 @@ async fn rebuild_locked(
     progress(0, total);
     let mut cursor = 0i64;
     // Up to the head seen at the start; what comes after is applied at the swap. Each batch is
-    // applied by every projection at once while the next one is read.
+    // applied by every projection at once, each on a task of its own (so on any free core),
+    // while the next one is read and decoded.
     let mut events = read_replay_batch(db, cursor, head).await?;
-    while let Some(last) = events.last().map(|r| r.envelope.position) {
-        let envelopes: Vec<&Envelope> = events.iter().map(|r| &r.envelope).collect();
-        let applied =
-            futures::future::try_join_all(projections.iter().map(|p| replay(db, *p, &envelopes)));
+    while let Some(last) = events.last().map(|(envelope, _)| envelope.position) {
+        let applied = futures::future::try_join_all(projections.iter().map(|p| {
+            let (db, projection, events) = (db.clone(), *p, events.clone());
+            async move {
+                tokio::spawn(async move { replay(&db, projection, &events).await })
+                    .await
+                    .context("a replay task failed")?
+            }
+        }));
         let (_, next) = tokio::try_join!(applied, read_replay_batch(db, last, head))?;
         events = next;
         cursor = last;
@@ -116,18 +127,28 @@ async fn rebuild_locked(
     Ok(())
 }
 
-/// The replay batch after `cursor`, up to `head` (empty once there).
-async fn read_replay_batch(
-    db: &Db,
-    cursor: i64,
-    head: i64,
-) -> anyhow::Result<Vec<gatehouse_store::Recorded>> {
+/// A replay batch: each envelope with its event, decoded once for every projection (`None`:
+/// one this version cannot read, logged once).
+type Decoded = Arc<Vec<(Envelope, Option<Event>)>>;
+
+/// The replay batch after `cursor`, up to `head` (empty once there), decoded.
+async fn read_replay_batch(db: &Db, cursor: i64, head: i64) -> anyhow::Result<Decoded> {
     if cursor >= head {
-        return Ok(Vec::new());
+        return Ok(Arc::default());
     }
-    db.read_after(cursor, REPLAY_BATCH.min(head - cursor))
+    let recorded = db
+        .read_after(cursor, REPLAY_BATCH.min(head - cursor))
         .await
-        .context("reading events to replay")
+        .context("reading events to replay")?;
+    Ok(Arc::new(
+        recorded
+            .into_iter()
+            .map(|r| {
+                let event = decode(&r.envelope, "rebuild");
+                (r.envelope, event)
+            })
+            .collect(),
+    ))
 }
 
 /// The secondary indexes of a shadow schema, dropped for the replay: their definitions, to
@@ -231,16 +252,18 @@ async fn analyze_shadows(db: &Db, projections: &[Projection]) -> anyhow::Result<
 }
 
 /// Applies a replay batch to a shadow schema.
-async fn replay(db: &Db, projection: Projection, events: &[&Envelope]) -> anyhow::Result<()> {
+async fn replay(
+    db: &Db,
+    projection: Projection,
+    events: &[(Envelope, Option<Event>)],
+) -> anyhow::Result<()> {
     let mut client = db
         .pool
         .get()
         .await
         .context("getting a Postgres connection")?;
     let mut batch = Batch::begin(&mut client, projection, Target::Shadow).await?;
-    for envelope in events {
-        batch.apply(envelope).await?;
-    }
+    batch.apply_decoded(events).await?;
     batch.commit().await?;
     Ok(())
 }
