@@ -77,7 +77,7 @@ const INSERT: &str = "
     INSERT INTO records (position, org_id, occurred_at, event_type, initiator_id, resource_id,
                          initiator_email, resource_email, record)
     SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::timestamptz[], $4::text[], $5::uuid[],
-                         $6::uuid[], $7::text[], $8::text[], $9::jsonb[])
+                         $6::uuid[], $7::text[], $8::text[], $9::json[])
     ON CONFLICT (position) DO NOTHING";
 
 /// How a run of records is stored.
@@ -191,7 +191,7 @@ const COPY_TYPES: [Type; 9] = [
     Type::UUID,
     Type::TEXT,
     Type::TEXT,
-    Type::JSONB,
+    Type::JSON,
 ];
 
 /// Streams the run's records into the table with [`COPY`] (see [`Insert::Copy`]).
@@ -208,7 +208,7 @@ async fn copy(
     tokio::pin!(writer);
     for change in changes {
         let record = record_of(change);
-        let json = JsonbText(serde_json::to_vec(&record).context("serialising an audit record")?);
+        let json = JsonText(serde_json::to_vec(&record).context("serialising an audit record")?);
         let resource = record.resource.id.unwrap_or(record.organization);
         writer
             .as_mut()
@@ -243,7 +243,7 @@ struct Rows {
     resource_id: Vec<Uuid>,
     initiator_email: Vec<Option<String>>,
     resource_email: Vec<Option<String>>,
-    record: Vec<JsonbText>,
+    record: Vec<JsonText>,
 }
 
 impl Rows {
@@ -262,7 +262,7 @@ impl Rows {
     }
 
     fn push(&mut self, record: AuditRecord, occurred_at: DateTime<Utc>) -> anyhow::Result<()> {
-        let json = JsonbText(serde_json::to_vec(&record).context("serialising an audit record")?);
+        let json = JsonText(serde_json::to_vec(&record).context("serialising an audit record")?);
         self.position.push(record.position);
         self.org_id.push(record.organization);
         self.occurred_at.push(occurred_at);
@@ -277,25 +277,25 @@ impl Rows {
     }
 }
 
-/// A JSON document serialised once, straight to its text, and bound as `jsonb` (whose binary
-/// form is a version byte, 1, then the text): no `serde_json::Value` tree is built and walked
-/// again for each record.
+/// A JSON document serialised once, straight to its text, and bound as `json` (whose binary
+/// form is the text itself): no `serde_json::Value` tree is built and walked again for each
+/// record. A `jsonb` column (a model created before the record became `json`) takes it
+/// through Postgres's assignment cast.
 #[derive(Debug)]
-struct JsonbText(Vec<u8>);
+struct JsonText(Vec<u8>);
 
-impl ToSql for JsonbText {
+impl ToSql for JsonText {
     fn to_sql(
         &self,
         _: &Type,
         out: &mut bytes::BytesMut,
     ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
-        out.put_u8(1);
         out.put_slice(&self.0);
         Ok(IsNull::No)
     }
 
     fn accepts(ty: &Type) -> bool {
-        *ty == Type::JSONB
+        *ty == Type::JSON
     }
 
     to_sql_checked!();

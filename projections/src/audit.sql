@@ -16,8 +16,11 @@ CREATE TABLE records (
     resource_id     uuid        NOT NULL,
     initiator_email text,
     resource_email  text,
-    -- The AuditRecord as the API answers it.
-    record          jsonb       NOT NULL
+    -- The AuditRecord as the API answers it. `json`, not `jsonb`: it is always read whole and
+    -- never queried inside, so it is kept as written (no parse into jsonb's tree per record
+    -- written, no serialising again per record read). A model created while it was `jsonb`
+    -- stays so until it is rebuilt; audit.rs writes and reads both.
+    record          json        NOT NULL
 );
 -- Keyset pages of an organisation's history, both ways, and each filter with the same order.
 CREATE INDEX records_by_org ON records (org_id, position);

@@ -1262,6 +1262,67 @@ async fn events_appended_during_a_rebuild_reach_the_rebuilt_model() {
     assert_eq!(snapshot(&env.db).await, live);
 }
 
+/// The type of the audit model's `record` column.
+async fn record_type(db: &Db) -> String {
+    let client = db.pool.get().await.expect("a connection");
+    client
+        .query_one(
+            "SELECT data_type FROM information_schema.columns
+             WHERE table_schema = 'proj_audit' AND table_name = 'records'
+               AND column_name = 'record'",
+            &[],
+        )
+        .await
+        .expect("the record column")
+        .get(0)
+}
+
+/// Every record of the organisation's history through the audit query, oldest first.
+async fn history(db: &Db, org: Uuid) -> Vec<gatehouse_events::audit::AuditRecord> {
+    use gatehouse_projections::audit_query::{self, Filter, MAX_LIMIT, Sort};
+    audit_query::list(db, org, &Filter::default(), Sort::Asc, None, MAX_LIMIT)
+        .await
+        .expect("a page of the history")
+        .records
+}
+
+#[tokio::test]
+async fn an_audit_model_made_when_records_were_jsonb_keeps_recording_until_rebuilt_as_json() {
+    let env = TestEnv::new().await;
+    create_stream(&env).await;
+    let running = Running::start(&env);
+    let (org, admins, _) = seed_org(&env.db, 3).await;
+    await_applied_head(&env.db).await;
+    assert_eq!(record_type(&env.db).await, "json");
+
+    // The column as a model created before it became `json` has it.
+    let client = env.db.pool.get().await.expect("a connection");
+    client
+        .batch_execute(
+            "ALTER TABLE proj_audit.records ALTER COLUMN record TYPE jsonb USING record::jsonb",
+        )
+        .await
+        .expect("the column made jsonb");
+    drop(client);
+    append(&env.db, org, vec![requirement_removed(admins[0])]).await;
+    let head = await_applied_head(&env.db).await;
+    running.stop().await;
+    assert_eq!(record_type(&env.db).await, "jsonb");
+    let recorded = history(&env.db, org).await;
+    assert_eq!(recorded.last().map(|r| r.position), Some(head));
+    assert_eq!(
+        recorded.last().map(|r| r.event_type.as_str()),
+        Some("admin_update"),
+        "the requirement's removal is recorded in the jsonb model"
+    );
+
+    let live = snapshot(&env.db).await;
+    rebuild_all(&env.db).await;
+    assert_eq!(record_type(&env.db).await, "json");
+    assert_eq!(history(&env.db, org).await, recorded);
+    assert_eq!(snapshot(&env.db).await, live);
+}
+
 #[tokio::test]
 async fn rebuilding_an_unknown_projection_names_the_valid_ones() {
     let env = TestEnv::new().await;
