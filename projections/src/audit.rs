@@ -14,11 +14,11 @@ use bytes::BufMut;
 use chrono::{DateTime, Utc};
 use gatehouse_events::audit::{self, AuditRecord};
 use gatehouse_events::{Actor, Envelope, Event};
-use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 use uuid::Uuid;
 
 use crate::batch::exec;
+use crate::copy::BinaryCopy;
 
 /// The tables, indexes and checkpoint of the model, for any schema name.
 pub const DDL: &str = include_str!("audit.sql");
@@ -200,34 +200,28 @@ async fn copy(
     changes: &[Change<'_>],
     record_of: impl Fn(&Change<'_>) -> AuditRecord,
 ) -> anyhow::Result<()> {
-    let sink = tx
-        .copy_in(COPY)
+    let mut copy = BinaryCopy::start(tx, COPY, &COPY_TYPES)
         .await
         .context("starting to copy records into the audit read model")?;
-    let writer = BinaryCopyInWriter::new(sink, &COPY_TYPES);
-    tokio::pin!(writer);
     for change in changes {
         let record = record_of(change);
         let json = JsonText(serde_json::to_vec(&record).context("serialising an audit record")?);
         let resource = record.resource.id.unwrap_or(record.organization);
-        writer
-            .as_mut()
-            .write(&[
-                &record.position,
-                &record.organization,
-                &change.occurred_at,
-                &record.event_type,
-                &record.initiated_by.id,
-                &resource,
-                &record.initiated_by.email,
-                &record.resource.email,
-                &json,
-            ])
-            .await
-            .context("copying records into the audit read model")?;
+        copy.row(&[
+            &record.position,
+            &record.organization,
+            &change.occurred_at,
+            &record.event_type,
+            &record.initiated_by.id,
+            &resource,
+            &record.initiated_by.email,
+            &record.resource.email,
+            &json,
+        ])
+        .await
+        .context("copying records into the audit read model")?;
     }
-    writer
-        .finish()
+    copy.finish()
         .await
         .context("copying records into the audit read model")?;
     Ok(())

@@ -211,9 +211,9 @@ impl<'c> Batch<'c> {
     }
 
     /// Applies a run of consecutive events already decoded (`None`: one this version cannot
-    /// read, counted as applied), written straight from the slice in runs of [`WRITE_RUN`]
-    /// rather than queued one by one: a rebuild's replay (on a shadow, the audit records are
-    /// copied in, see [`crate::audit::Insert::Copy`]). Events already applied are skipped; a
+    /// read, counted as applied), written straight from the slice rather than queued one by
+    /// one: a rebuild's replay (on a shadow, in one run, the audit records copied in, see
+    /// [`crate::audit::Insert::Copy`]; elsewhere in runs of [`WRITE_RUN`]). Events already applied are skipped; a
     /// gap is an error, as in [`Batch::apply`].
     pub async fn apply_decoded(
         &mut self,
@@ -221,17 +221,18 @@ impl<'c> Batch<'c> {
     ) -> anyhow::Result<()> {
         self.write_queued().await?;
         // A shadow being replayed holds none of these positions (its checkpoint is below them)
-        // and nobody reads it: its audit records are copied in.
-        let records = if self.target == Target::Shadow {
-            crate::audit::Insert::Copy
+        // and nobody reads it: its audit records are copied in, the whole slice in one run
+        // (one copy and one look-up of emails).
+        let (records, run) = if self.target == Target::Shadow {
+            (crate::audit::Insert::Copy, events.len().max(1))
         } else {
-            crate::audit::Insert::Upsert
+            (crate::audit::Insert::Upsert, WRITE_RUN)
         };
         let fresh = events
             .iter()
             .position(|(envelope, _)| envelope.position > self.checkpoint)
             .unwrap_or(events.len());
-        for run in events[fresh..].chunks(WRITE_RUN) {
+        for run in events[fresh..].chunks(run) {
             let mut decoded = Vec::with_capacity(run.len());
             for (envelope, event) in run {
                 anyhow::ensure!(

@@ -26,6 +26,7 @@ pub mod audit;
 pub mod audit_query;
 mod batch;
 pub mod checkpoints;
+mod copy;
 pub mod history;
 pub mod home_widgets;
 pub mod projection;
