@@ -86,8 +86,8 @@ pub(crate) enum Insert {
     /// One `INSERT … ON CONFLICT DO NOTHING` per run: the live model, where a replayed
     /// position inserts nothing.
     Upsert,
-    /// `COPY … FROM STDIN (FORMAT binary)`, each record sent as soon as it is built, so
-    /// Postgres stores the run while the rest is built: a rebuild's shadow, where every
+    /// `COPY … FROM STDIN (FORMAT binary)`, the records sent in chunks as they are built, so
+    /// Postgres stores the first while the rest are built: a rebuild's shadow, where every
     /// position is new (its checkpoint says so) and nobody reads it.
     Copy,
 }

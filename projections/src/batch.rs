@@ -212,9 +212,9 @@ impl<'c> Batch<'c> {
 
     /// Applies a run of consecutive events already decoded (`None`: one this version cannot
     /// read, counted as applied), written straight from the slice rather than queued one by
-    /// one: a rebuild's replay (on a shadow, in one run, the audit records copied in, see
-    /// [`crate::audit::Insert::Copy`]; elsewhere in runs of [`WRITE_RUN`]). Events already applied are skipped; a
-    /// gap is an error, as in [`Batch::apply`].
+    /// one: a rebuild's replay. On a shadow the slice is one run and the audit records are
+    /// copied in ([`crate::audit::Insert::Copy`]); elsewhere, runs of [`WRITE_RUN`]. Events
+    /// already applied are skipped; a gap is an error, as in [`Batch::apply`].
     pub async fn apply_decoded(
         &mut self,
         events: &[(Envelope, Option<Event>)],
