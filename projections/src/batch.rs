@@ -190,9 +190,23 @@ impl<'c> Batch<'c> {
     /// Applies the event if it is the next one; one already applied is skipped. A later one is
     /// an error: fill the gap first.
     pub async fn apply(&mut self, envelope: &Envelope) -> anyhow::Result<()> {
-        let position = envelope.position;
-        if position <= self.checkpoint {
+        if !self.advance(envelope.position)? {
             return Ok(());
+        }
+        // An unreadable event is logged when written; it counts as applied, or it would
+        // stall every event after it.
+        self.queued.push(envelope.clone());
+        if self.queued.len() >= WRITE_RUN {
+            self.write_queued().await?;
+        }
+        Ok(())
+    }
+
+    /// Moves the checkpoint to `position` if it is the next one (`true`); one already applied
+    /// leaves it (`false`); a later one is an error: fill the gap first.
+    fn advance(&mut self, position: i64) -> anyhow::Result<bool> {
+        if position <= self.checkpoint {
+            return Ok(false);
         }
         anyhow::ensure!(
             position == self.checkpoint + 1,
@@ -200,58 +214,33 @@ impl<'c> Batch<'c> {
             self.checkpoint,
             self.projection.name()
         );
-        // An unreadable event is logged when written; it counts as applied, or it would
-        // stall every event after it.
-        self.queued.push(envelope.clone());
         self.checkpoint = position;
-        if self.queued.len() >= WRITE_RUN {
-            self.write_queued().await?;
-        }
-        Ok(())
+        Ok(true)
     }
 
-    /// Applies a run of consecutive events already decoded (`None`: one this version cannot
-    /// read, counted as applied), written straight from the slice rather than queued one by
-    /// one: a rebuild's replay. On a shadow the slice is one run and the audit records are
-    /// copied in ([`crate::audit::Insert::Copy`]); elsewhere, runs of [`WRITE_RUN`]. Events
-    /// already applied are skipped; a gap is an error, as in [`Batch::apply`].
-    pub async fn apply_decoded(
-        &mut self,
-        events: &[(Envelope, Option<Event>)],
-    ) -> anyhow::Result<()> {
+    /// A rebuild's replay into its shadow: applies a run of consecutive events already decoded
+    /// (`None`: one this version cannot read, counted as applied) in one write, straight from
+    /// the slice rather than queued one by one. The shadow holds none of these positions (its
+    /// checkpoint is below them) and nobody reads it, so the audit records are copied in
+    /// ([`crate::audit::Insert::Copy`]). Events already applied are skipped; a gap is an
+    /// error, as in [`Batch::apply`].
+    pub async fn replay(&mut self, events: &[(Envelope, Option<Event>)]) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.target == Target::Shadow,
+            "only a rebuild's shadow replays decoded events"
+        );
         self.write_queued().await?;
-        // A shadow being replayed holds none of these positions (its checkpoint is below them)
-        // and nobody reads it: its audit records are copied in, the whole slice in one run
-        // (one copy and one look-up of emails).
-        let (records, run) = if self.target == Target::Shadow {
-            (crate::audit::Insert::Copy, events.len().max(1))
-        } else {
-            (crate::audit::Insert::Upsert, WRITE_RUN)
-        };
-        let fresh = events
-            .iter()
-            .position(|(envelope, _)| envelope.position > self.checkpoint)
-            .unwrap_or(events.len());
-        for run in events[fresh..].chunks(run) {
-            let mut decoded = Vec::with_capacity(run.len());
-            for (envelope, event) in run {
-                anyhow::ensure!(
-                    envelope.position == self.checkpoint + 1,
-                    "position {} is not the next after checkpoint {} of {}",
-                    envelope.position,
-                    self.checkpoint,
-                    self.projection.name()
-                );
-                self.checkpoint = envelope.position;
-                if let Some(event) = event {
-                    decoded.push((envelope, event));
-                }
+        let mut decoded = Vec::with_capacity(events.len());
+        for (envelope, event) in events {
+            if self.advance(envelope.position)?
+                && let Some(event) = event
+            {
+                decoded.push((envelope, event));
             }
-            self.projection
-                .apply_decoded(&self.tx, &decoded, records)
-                .await?;
         }
-        Ok(())
+        self.projection
+            .apply_decoded(&self.tx, &decoded, crate::audit::Insert::Copy)
+            .await
     }
 
     async fn write_queued(&mut self) -> anyhow::Result<()> {

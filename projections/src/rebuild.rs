@@ -220,8 +220,7 @@ async fn build_deferred_indexes(
         .iter()
         .flat_map(|(projection, definitions)| definitions.iter().map(|d| (*projection, d.clone())))
         .collect();
-    let builds = builds
-        .into_iter()
+    futures::stream::iter(builds)
         .map(|(projection, definition)| async move {
             let client = db
                 .pool
@@ -232,8 +231,7 @@ async fn build_deferred_indexes(
                 .batch_execute(&definition)
                 .await
                 .with_context(|| format!("building an index of the rebuilt {}", projection.name()))
-        });
-    futures::stream::iter(builds)
+        })
         .buffer_unordered(INDEX_BUILDS)
         .try_collect::<Vec<()>>()
         .await?;
@@ -279,7 +277,7 @@ async fn replay(
         .await
         .context("getting a Postgres connection")?;
     let mut batch = Batch::begin(&mut client, projection, Target::Shadow).await?;
-    batch.apply_decoded(events).await?;
+    batch.replay(events).await?;
     batch.commit().await?;
     Ok(())
 }
