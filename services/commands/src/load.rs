@@ -6,10 +6,15 @@ use std::num::NonZeroUsize;
 use std::sync::Mutex;
 
 use gatehouse_domain::{AdminId, AdminState, OrgId, OrgState};
+use gatehouse_events::Envelope;
+use gatehouse_events::types::Aggregate;
 use gatehouse_store::read::Stream;
 use gatehouse_store::{Db, Expected};
 use lru::LruCache;
 use uuid::Uuid;
+
+/// Admins' states by id.
+pub type Admins = HashMap<AdminId, Loaded<AdminState>>;
 
 /// A state and the stream version it reflects.
 #[derive(Debug, Clone)]
@@ -28,51 +33,108 @@ impl<S> Loaded<S> {
     }
 }
 
-/// Admin states already folded, with the version each reflects, so that loading an admin again
-/// reads only the events their stream gained since (`Db::read_streams_after`). Streams are
-/// append-only, so a state folded up to version v stays right for versions 1..=v whatever
-/// other processes append later: the read after v brings those. Bounded: the least recently
-/// used are forgotten.
-pub struct AdminStates {
-    states: Mutex<LruCache<Uuid, Loaded<AdminState>>>,
+/// States already folded, with the version each reflects, so that loading one again reads only
+/// the events its stream gained since (`Db::read_streams_after`). Streams are append-only, so a
+/// state folded up to version v stays right for versions 1..=v whatever other processes append
+/// later: the read after v brings those. Bounded: the least recently used are forgotten.
+pub struct States<S> {
+    states: Mutex<LruCache<Uuid, Loaded<S>>>,
 }
 
-/// How many admins' states a process keeps (a few hundred bytes each).
-pub const KEPT_ADMIN_STATES: usize = 10_000;
-
-impl Default for AdminStates {
-    fn default() -> Self {
-        AdminStates::new(NonZeroUsize::new(KEPT_ADMIN_STATES).unwrap_or(NonZeroUsize::MIN))
-    }
-}
-
-impl AdminStates {
-    pub fn new(capacity: NonZeroUsize) -> AdminStates {
-        AdminStates {
+impl<S: Clone> States<S> {
+    pub fn new(capacity: NonZeroUsize) -> States<S> {
+        States {
             states: Mutex::new(LruCache::new(capacity)),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, LruCache<Uuid, Loaded<AdminState>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, LruCache<Uuid, Loaded<S>>> {
         // A panic while holding the lock leaves whole entries: the cache stays usable.
         self.states.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn get(&self, id: AdminId) -> Option<Loaded<AdminState>> {
-        self.lock().get(&id.0).cloned()
+    fn get(&self, id: Uuid) -> Option<Loaded<S>> {
+        self.lock().get(&id).cloned()
     }
 
     /// Keeps `loaded` unless a later version is kept already.
-    fn keep(&self, id: AdminId, loaded: &Loaded<AdminState>) {
+    fn keep(&self, id: Uuid, loaded: &Loaded<S>) {
         if loaded.version == 0 {
             return;
         }
         let mut states = self.lock();
         if states
-            .peek(&id.0)
+            .peek(&id)
             .is_none_or(|kept| kept.version < loaded.version)
         {
-            states.put(id.0, loaded.clone());
+            states.put(id, loaded.clone());
+        }
+    }
+
+    /// Moves the kept state to `version` with `evolve` when it is kept at the version just
+    /// before (or, for a stream's first event, starts it from `new`); otherwise leaves it, and
+    /// the next read brings what is missing.
+    fn advance(
+        &self,
+        id: Uuid,
+        version: i64,
+        new: impl FnOnce() -> S,
+        evolve: impl FnOnce(S) -> S,
+    ) {
+        let mut states = self.lock();
+        let base = match states.peek(&id) {
+            Some(kept) if kept.version == version - 1 => kept.state.clone(),
+            None if version == 1 => new(),
+            _ => return,
+        };
+        let state = evolve(base);
+        states.put(id, Loaded { state, version });
+    }
+}
+
+/// The admins' and organisations' states a process keeps (see [`States`]).
+pub struct Kept {
+    admins: States<AdminState>,
+    orgs: States<OrgState>,
+}
+
+/// How many admins' states a process keeps (a few hundred bytes each).
+pub const KEPT_ADMIN_STATES: usize = 10_000;
+
+/// How many organisations' states a process keeps (a few dozen bytes each).
+pub const KEPT_ORG_STATES: usize = 1_000;
+
+impl Default for Kept {
+    fn default() -> Self {
+        let capacity = |n| NonZeroUsize::new(n).unwrap_or(NonZeroUsize::MIN);
+        Kept {
+            admins: States::new(capacity(KEPT_ADMIN_STATES)),
+            orgs: States::new(capacity(KEPT_ORG_STATES)),
+        }
+    }
+}
+
+impl Kept {
+    /// Folds what this process just appended into the states it keeps, exactly as a read of
+    /// those events would (the envelopes' own times), so its next command on them need not read
+    /// them back.
+    pub fn advance(&self, envelopes: &[Envelope]) {
+        for envelope in envelopes {
+            let (Ok(event), Some(at)) = (envelope.event(), envelope.occurred_at()) else {
+                continue;
+            };
+            let version = envelope.streamversion;
+            match event.aggregate() {
+                Aggregate::Admin(id) => self.admins.advance(
+                    id,
+                    version,
+                    || AdminState::absent(AdminId(id), OrgId(envelope.orgid)),
+                    |state| state.evolve(&event, at),
+                ),
+                Aggregate::Org(id) => self
+                    .orgs
+                    .advance(id, version, OrgState::default, |state| state.evolve(&event)),
+            }
         }
     }
 }
@@ -116,43 +178,56 @@ fn fold_admin(
 
 /// Loads admins by id (absent ones as [`AdminState::absent`] in `org`), starting from the
 /// states kept in `kept` and reading only what their streams gained since.
-pub async fn admins(
-    db: &Db,
-    kept: &AdminStates,
-    org: OrgId,
-    ids: &[AdminId],
-) -> anyhow::Result<HashMap<AdminId, Loaded<AdminState>>> {
-    Ok(read_admins(db, kept, org, ids, false).await?.0)
+pub async fn admins(db: &Db, kept: &Kept, org: OrgId, ids: &[AdminId]) -> anyhow::Result<Admins> {
+    Ok(read(db, kept, org, ids, false).await?.0)
 }
 
 /// Loads admins as [`admins`] does and their organisation beside them, in one read.
 pub async fn admins_and_org(
     db: &Db,
-    kept: &AdminStates,
+    kept: &Kept,
     org: OrgId,
     ids: &[AdminId],
-) -> anyhow::Result<(HashMap<AdminId, Loaded<AdminState>>, Loaded<OrgState>)> {
-    let (admins, streams) = read_admins(db, kept, org, ids, true).await?;
-    Ok((admins, fold_org(streams.get(&org.0))))
+) -> anyhow::Result<(Admins, Loaded<OrgState>)> {
+    let (admins, org) = read(db, kept, org, ids, true).await?;
+    Ok((admins, org.unwrap_or_else(Loaded::new_org)))
 }
 
-/// Reads the admins' streams after their kept versions, and the organisation's whole stream
-/// with them when asked; answers the folded admins and the streams read.
-async fn read_admins(
+/// The admins and their organisation as this process last knew them, without reading: `None`
+/// unless every one is kept. Their streams may have moved since (in another process), so a
+/// decision on them must expect every one's version, and only an append may act on it: a
+/// refusal or a no-op is answered from states read.
+pub fn kept_admins_and_org(
+    kept: &Kept,
+    org: OrgId,
+    ids: &[AdminId],
+) -> Option<(Admins, Loaded<OrgState>)> {
+    let admins = ids
+        .iter()
+        .map(|id| Some((*id, kept.admins.get(id.0)?)))
+        .collect::<Option<HashMap<_, _>>>()?;
+    Some((admins, kept.orgs.get(org.0)?))
+}
+
+/// Reads the admins' streams (and the organisation's, when asked) after their kept versions;
+/// answers the folded states, now kept.
+async fn read(
     db: &Db,
-    kept: &AdminStates,
+    kept: &Kept,
     org: OrgId,
     ids: &[AdminId],
     with_org: bool,
-) -> anyhow::Result<(HashMap<AdminId, Loaded<AdminState>>, HashMap<Uuid, Stream>)> {
-    let bases: Vec<Option<Loaded<AdminState>>> = ids.iter().map(|id| kept.get(*id)).collect();
+) -> anyhow::Result<(Admins, Option<Loaded<OrgState>>)> {
+    let bases: Vec<Option<Loaded<AdminState>>> =
+        ids.iter().map(|id| kept.admins.get(id.0)).collect();
+    let org_base = with_org.then(|| kept.orgs.get(org.0)).flatten();
     let mut after: Vec<(Uuid, i64)> = ids
         .iter()
         .zip(&bases)
         .map(|(id, base)| (id.0, base.as_ref().map_or(0, |b| b.version)))
         .collect();
     if with_org {
-        after.push((org.0, 0));
+        after.push((org.0, org_base.as_ref().map_or(0, |b| b.version)));
     }
     let streams = db.read_streams_after(&after).await?;
     let admins = ids
@@ -160,16 +235,21 @@ async fn read_admins(
         .zip(bases)
         .map(|(id, base)| {
             let loaded = fold_admin(*id, org, base, streams.get(&id.0));
-            kept.keep(*id, &loaded);
+            kept.admins.keep(id.0, &loaded);
             (*id, loaded)
         })
         .collect();
-    Ok((admins, streams))
+    let org = with_org.then(|| {
+        let loaded = fold_org(org_base, streams.get(&org.0));
+        kept.orgs.keep(org.0, &loaded);
+        loaded
+    });
+    Ok((admins, org))
 }
 
 pub async fn admin(
     db: &Db,
-    kept: &AdminStates,
+    kept: &Kept,
     org: OrgId,
     id: AdminId,
 ) -> anyhow::Result<Loaded<AdminState>> {
@@ -180,23 +260,33 @@ pub async fn admin(
     }))
 }
 
-pub async fn org(db: &Db, id: OrgId) -> anyhow::Result<Loaded<OrgState>> {
-    let streams = db.read_streams(&[id.0]).await?;
-    Ok(fold_org(streams.get(&id.0)))
+/// Loads an organisation from its kept state and what its stream gained since.
+pub async fn org(db: &Db, kept: &Kept, id: OrgId) -> anyhow::Result<Loaded<OrgState>> {
+    let (_, org) = read(db, kept, id, &[], true).await?;
+    Ok(org.unwrap_or_else(Loaded::new_org))
 }
 
-fn fold_org(stream: Option<&Stream>) -> Loaded<OrgState> {
-    let Some(stream) = stream else {
-        return Loaded {
+impl Loaded<OrgState> {
+    /// An organisation with no event yet.
+    fn new_org() -> Loaded<OrgState> {
+        Loaded {
             state: OrgState::default(),
             version: 0,
-        };
+        }
+    }
+}
+
+/// Folds what the organisation's stream gained after `base` (or the whole stream) into its state.
+fn fold_org(base: Option<Loaded<OrgState>>, stream: Option<&Stream>) -> Loaded<OrgState> {
+    let base = base.unwrap_or_else(Loaded::new_org);
+    let Some(stream) = stream else {
+        return base;
     };
     let state = stream
         .events
         .iter()
         .filter_map(|e| e.event().ok())
-        .fold(OrgState::default(), |s, e| s.evolve(&e));
+        .fold(base.state, |s, e| s.evolve(&e));
     Loaded {
         state,
         version: stream.version,

@@ -122,7 +122,7 @@ impl Commands {
             org,
             Origin::admin(admin, SESSION),
             move |_| async move {
-                let loaded = load::admin(&self.db, &self.admin_states, org, admin).await?;
+                let loaded = load::admin(&self.db, &self.kept, org, admin).await?;
                 let events = rules::password_refused(&loaded.state, client)?;
                 Ok(Plan::new(events, ()).expect(admin.0, &loaded))
             },
@@ -163,7 +163,7 @@ impl Commands {
                 org,
                 Origin::admin(admin, SESSION),
                 move |_| async move {
-                    let loaded = load::admin(&self.db, &self.admin_states, org, admin).await?;
+                    let loaded = load::admin(&self.db, &self.kept, org, admin).await?;
                     let (events, outcome) = rules::password_accepted(&loaded.state, client)?;
                     let stage = match outcome {
                         PasswordOutcome::Authenticated => Stage::Active,
@@ -214,7 +214,7 @@ impl Commands {
                 org,
                 Origin::admin(admin, SESSION),
                 move |now| async move {
-                    let loaded = load::admin(&self.db, &self.admin_states, org, admin).await?;
+                    let loaded = load::admin(&self.db, &self.kept, org, admin).await?;
                     let step = match factor::load(&self.db, admin).await? {
                         Some(f) => {
                             let secret = open_secret(&self.secret_key, &f.secret_sealed, admin)?;
@@ -267,7 +267,7 @@ impl Commands {
             org,
             Origin::admin(admin, auth_method),
             move |now| async move {
-                let loaded = load::admin(&self.db, &self.admin_states, org, admin).await?;
+                let loaded = load::admin(&self.db, &self.kept, org, admin).await?;
                 let events = rules::request_mfa_reset(None, &loaded.state, now)?;
                 Ok(Plan::new(events, ()).expect(admin.0, &loaded))
             },
@@ -299,7 +299,7 @@ impl Commands {
             Origin::of(ctx),
             move |now| async move {
                 let actor = self.actor(ctx).await?;
-                let loaded = load::admin(&self.db, &self.admin_states, org, target).await?;
+                let loaded = load::admin(&self.db, &self.kept, org, target).await?;
                 let events = rules::request_mfa_reset(Some(&actor.state), &loaded.state, now)?;
                 Ok(Plan::new(events, ()).expect(target.0, &loaded))
             },
@@ -353,7 +353,7 @@ impl Commands {
                         Some(link) if link.is_live(now) => {}
                         _ => return Err(CommandError::LinkGone),
                     }
-                    let loaded = load::admin(&self.db, &self.admin_states, org, admin).await?;
+                    let loaded = load::admin(&self.db, &self.kept, org, admin).await?;
                     let events = rules::start_enrollment(&loaded.state)?;
                     let mut plan = Plan::new(events, ()).expect(admin.0, &loaded);
                     plan.statements = vec![factor::offer_secret(hash.clone(), sealed.clone())];
@@ -392,7 +392,7 @@ impl Commands {
                 let secret = open_secret(&self.secret_key, &sealed, admin)?;
                 let step = totp::verify(&secret, code.trim(), seconds(now), 0)
                     .ok_or(CommandError::InvalidCode)?;
-                let loaded = load::admin(&self.db, &self.admin_states, org, admin).await?;
+                let loaded = load::admin(&self.db, &self.kept, org, admin).await?;
                 let events = rules::complete_enrollment(&loaded.state)?;
                 let mut plan = Plan::new(events, ()).expect(admin.0, &loaded);
                 plan.statements = vec![

@@ -1,6 +1,8 @@
 //! One method per command. Each reads what its decider needs, decides, and appends with the
 //! versions it read as expectations; a conflict means a concurrent change won, so it reads and
-//! decides again (up to [`MAX_ATTEMPTS`] times).
+//! decides again (up to [`MAX_ATTEMPTS`] times). Setting one admin's MFA requirement, the hot
+//! command, first decides on the states the process keeps, unread, and reads only if the append
+//! refuses them.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -101,8 +103,9 @@ pub struct Commands {
     pub(crate) passwords: Passwords,
     /// Seals TOTP secrets at rest (`GATEHOUSE_SECRET_KEY`).
     pub(crate) secret_key: Arc<SecretKey>,
-    /// Admins' folded states, so a command reads only what a stream gained since.
-    pub(crate) admin_states: Arc<load::AdminStates>,
+    /// Admins' and organisations' folded states, so a command reads only what a stream gained
+    /// since, or nothing when it may decide on them (see [`Commands::set_mfa_requirement`]).
+    pub(crate) kept: Arc<load::Kept>,
     /// Appends with the other commands in flight: one transaction and one flush per group.
     pub(crate) appender: GroupAppender,
 }
@@ -121,7 +124,7 @@ impl Commands {
             db,
             passwords,
             secret_key: Arc::new(secret_key),
-            admin_states: Arc::new(load::AdminStates::default()),
+            kept: Arc::new(load::Kept::default()),
         }
     }
 
@@ -199,6 +202,7 @@ impl Commands {
             match self.appender.append(request).await {
                 Ok(appended) => {
                     metrics::counter!("gatehouse_events_appended_total").increment(count);
+                    self.kept.advance(&appended.envelopes);
                     let position = match appended.last_position() {
                         Some(p) => p,
                         None => self.db.head().await?,
@@ -229,7 +233,7 @@ impl Commands {
     ) -> Result<Loaded<AdminState>, CommandError> {
         Ok(load::admin(
             &self.db,
-            &self.admin_states,
+            &self.kept,
             ctx.principal.org_id,
             ctx.principal.admin_id,
         )
@@ -296,8 +300,8 @@ impl Commands {
             Origin::of(ctx),
             move |now| async move {
                 let actor = self.actor(ctx).await?;
-                let org = load::org(&self.db, org_id).await?;
-                let existing = load::admin(&self.db, &self.admin_states, org_id, admin.id).await?;
+                let org = load::org(&self.db, &self.kept, org_id).await?;
+                let existing = load::admin(&self.db, &self.kept, org_id, admin.id).await?;
                 let events =
                     decide::create_admin(&actor.state, &org.state, &existing.state, admin)?;
                 let state = fold_admin(&existing.state, &events, now);
@@ -331,7 +335,7 @@ impl Commands {
             Origin::of(ctx),
             move |_| async move {
                 let actor = self.actor(ctx).await?;
-                let loaded = load::admin(&self.db, &self.admin_states, org_id, target).await?;
+                let loaded = load::admin(&self.db, &self.kept, org_id, target).await?;
                 let events = decide::remove_admin(&actor.state, &loaded.state)?;
                 let mut plan = Plan::new(events, ())
                     .expect(actor.state.id.0, &actor)
@@ -344,6 +348,12 @@ impl Commands {
     }
 
     /// Requires MFA for one admin or removes the requirement.
+    ///
+    /// The first attempt decides on the actor's, the target's and the organisation's states as
+    /// this process last knew them, without reading, when it keeps all three (the states it read
+    /// or appended last): the append expects each one's version, so had another process moved
+    /// one on, the append refuses and the next attempt reads. Only a decision to append is made
+    /// that way; a refusal or "nothing to change" is answered from the streams as read.
     pub async fn set_mfa_requirement(
         &self,
         ctx: &CommandContext,
@@ -351,29 +361,39 @@ impl Commands {
         required: bool,
     ) -> Result<Outcome<AdminState>, CommandError> {
         let org_id = ctx.principal.org_id;
-        self.execute(
-            "set_mfa_requirement",
-            org_id,
-            Origin::of(ctx),
-            move |now| async move {
+        let actor_id = ctx.principal.admin_id;
+        let ids = [actor_id, target];
+        let decide = move |admins: &load::Admins, org: &Loaded<OrgState>, now: DateTime<Utc>| {
+            let (Some(actor), Some(loaded)) = (admins.get(&actor_id), admins.get(&target)) else {
+                return Err(anyhow::anyhow!("an admin state is missing from a load").into());
+            };
+            let events =
+                decide::set_mfa_requirement(&actor.state, &org.state, &loaded.state, required)?;
+            let state = fold_admin(&loaded.state, &events, now);
+            Ok::<_, CommandError>(
+                Plan::new(events, state)
+                    .expect(org_id.0, org)
+                    .expect(target.0, loaded)
+                    .expect(actor_id.0, actor),
+            )
+        };
+        let mut first = true;
+        self.execute("set_mfa_requirement", org_id, Origin::of(ctx), move |now| {
+            let may_trust_kept = std::mem::take(&mut first);
+            async move {
+                if may_trust_kept
+                    && let Some((admins, org)) = load::kept_admins_and_org(&self.kept, org_id, &ids)
+                    && let Ok(plan) = decide(&admins, &org, now)
+                    && !plan.events.is_empty()
+                {
+                    return Ok(plan);
+                }
                 // The actor, the target and the organisation in one read.
-                let actor_id = ctx.principal.admin_id;
-                let ids = [actor_id, target];
-                let (mut admins, org) =
-                    load::admins_and_org(&self.db, &self.admin_states, org_id, &ids).await?;
-                let (Some(actor), Some(loaded)) =
-                    (admins.get(&actor_id).cloned(), admins.remove(&target))
-                else {
-                    return Err(anyhow::anyhow!("an admin state is missing from a load").into());
-                };
-                let events =
-                    decide::set_mfa_requirement(&actor.state, &org.state, &loaded.state, required)?;
-                let state = fold_admin(&loaded.state, &events, now);
-                Ok(Plan::new(events, state)
-                    .expect(org_id.0, &org)
-                    .expect(target.0, &loaded))
-            },
-        )
+                let (admins, org) =
+                    load::admins_and_org(&self.db, &self.kept, org_id, &ids).await?;
+                decide(&admins, &org, now)
+            }
+        })
         .await
     }
 
@@ -393,7 +413,7 @@ impl Commands {
             Origin::of(ctx),
             move |_| async move {
                 let actor = self.actor(ctx).await?;
-                let loaded = load::admins(&self.db, &self.admin_states, org_id, ids).await?;
+                let loaded = load::admins(&self.db, &self.kept, org_id, ids).await?;
                 let states: Vec<AdminState> = loaded.values().map(|l| l.state.clone()).collect();
                 let outcome = decide::require_mfa_bulk(&actor.state, ids, &states)?;
                 let mut plan = Plan::new(outcome.events.clone(), outcome);
@@ -418,7 +438,7 @@ impl Commands {
             move |_| async move {
                 let actor = self.actor(ctx).await?;
                 if !on {
-                    let org = load::org(&self.db, org_id).await?;
+                    let org = load::org(&self.db, &self.kept, org_id).await?;
                     let events = decide::disable_global_mfa(&actor.state, &org.state)?;
                     return Ok(Plan::new(events, false).expect(org_id.0, &org));
                 }
@@ -428,7 +448,7 @@ impl Commands {
                 // Read the organisation's position first: any event appended after it, such as a
                 // new admin, makes this decision stale and the append refuses it.
                 let (org_position, _) = self.db.org_head(org_id.0).await?;
-                let org = load::org(&self.db, org_id).await?;
+                let org = load::org(&self.db, &self.kept, org_id).await?;
                 let ids: Vec<AdminId> = self
                     .db
                     .org_streams(org_id.0, StreamKind::Admin)
@@ -436,7 +456,7 @@ impl Commands {
                     .into_iter()
                     .map(AdminId)
                     .collect();
-                let admins = load::admins(&self.db, &self.admin_states, org_id, &ids).await?;
+                let admins = load::admins(&self.db, &self.kept, org_id, &ids).await?;
                 let states: Vec<AdminState> = admins.into_values().map(|l| l.state).collect();
                 let events = decide::enable_global_mfa(&actor.state, &org.state, &states)?;
                 let mut plan = Plan::new(events, true).expect(org_id.0, &org);
