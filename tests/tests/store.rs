@@ -279,6 +279,63 @@ async fn concurrent_appends_through_the_group_appender_each_get_their_own_answer
     assert_eq!(report.events, head_before as u64 + admins.len() as u64);
 }
 
+/// A credentials row claiming `email` for a new admin `id` of `org`.
+fn claim(id: Uuid, org: Uuid, email: &gatehouse_domain::Email) -> gatehouse_store::Statement {
+    gatehouse_auth::rows::insert_admin(
+        gatehouse_domain::AdminId(id),
+        gatehouse_domain::OrgId(org),
+        email,
+        gatehouse_events::Role::Administrator,
+        None,
+    )
+}
+
+#[tokio::test]
+async fn a_group_refused_alone_leaves_its_connection_ready_for_the_next_group() {
+    let env = TestEnv::new().await;
+    // One connection, so every group below runs on the one the refused group used.
+    let db = gatehouse_store::Db::connect(&gatehouse_store::DbConfig {
+        url: env.db_url.clone(),
+        pool_size: 1,
+    })
+    .await
+    .expect("a pool of one");
+    let appender = gatehouse_store::GroupAppender::new(db);
+    let (org, admin) = (Uuid::now_v7(), Uuid::now_v7());
+    let taken = gatehouse_domain::Email::parse("taken@example.com").expect("an address");
+    let mut setup = request(org, vec![org_created(org), admin_created(admin)], vec![]);
+    setup.statements = vec![claim(admin, org, &taken)];
+    appender.append(setup).await.expect("the setup");
+
+    for round in 0..3 {
+        // Alone in its group, its credentials row fails and aborts the group's transaction.
+        let id = Uuid::now_v7();
+        let mut duplicate = request(org, vec![admin_created(id)], vec![]);
+        duplicate.statements = vec![claim(id, org, &taken)];
+        let refused = appender.append(duplicate).await;
+        assert!(
+            matches!(&refused, Err(AppendError::Unique(c)) if c.contains("email")),
+            "round {round}: {refused:?}"
+        );
+        let required = request(
+            org,
+            vec![Event::MfaRequired(MfaRequired {
+                admin_id: admin,
+                source: RequirementSource::Admin,
+            })],
+            vec![(admin, Expected::Any)],
+        );
+        let appended = appender
+            .append(required)
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: the next group fails: {e:?}"));
+        assert_eq!(appended.envelopes[0].streamversion, 2 + round);
+    }
+    let report = env.db.verify_org(org).await.expect("the chain");
+    assert!(report.verified, "{report:?}");
+    assert_eq!(report.events, 2 + 3);
+}
+
 #[tokio::test]
 async fn a_batch_checks_each_append_against_the_ones_before_it_and_keeps_each_organisation_apart() {
     let env = TestEnv::new().await;

@@ -5,14 +5,15 @@
 //! every stream and the chain head of every organisation the batch touches; each append's
 //! expectations are checked in memory against those heads as the appends before it in the batch
 //! left them; then every accepted event is written with one statement per table. A batch costs
-//! the same few round trips whatever its size; only appends carrying their own statements
-//! (credentials rows) add theirs, in a savepoint each so that a refused one undoes only itself.
+//! the same few round trips whatever its size (two for a group, whose `BEGIN` and `COMMIT` ride
+//! with the reads and the writes); only appends carrying their own statements (credentials rows)
+//! add theirs, in a savepoint each so that a refused one undoes only itself.
 
 use std::collections::HashMap;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
-use deadpool_postgres::Transaction;
+use deadpool_postgres::{GenericClient, Transaction};
 use gatehouse_events::envelope::EnvelopeParts;
 use gatehouse_events::types::Aggregate;
 use gatehouse_events::{Actor, Chain, Envelope, Event};
@@ -142,9 +143,63 @@ pub async fn append_all(
     tx: &Transaction<'_>,
     requests: Vec<AppendRequest>,
 ) -> Result<Vec<Result<Appended, AppendError>>, AppendError> {
-    // Alone, a refused request's transaction is dropped by its caller: no savepoint needed.
+    append_batch(tx, requests, Framing::Caller).await
+}
+
+/// Appends the requests as [`append_all`] does, in a transaction of its own on `client`: its
+/// `BEGIN` goes in the same round trip as the lock and the heads read, its `COMMIT` in the same
+/// round trip as the writes (a failed write aborts the transaction, and Postgres answers the
+/// `COMMIT` behind it with a rollback). After an outer error the transaction's state is unknown:
+/// the caller must not reuse the connection.
+pub(crate) async fn append_group(
+    client: &deadpool_postgres::Client,
+    requests: Vec<AppendRequest>,
+) -> Result<Vec<Result<Appended, AppendError>>, AppendError> {
+    append_batch(client, requests, Framing::Own).await
+}
+
+/// Who begins and ends a batch's transaction.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// The caller, around the batch.
+    Caller,
+    /// The batch itself, pipelined with its first and last round trips.
+    Own,
+}
+
+impl Framing {
+    /// The statement a batch sends with its first round trip, if any.
+    fn begin(self) -> Option<&'static str> {
+        (self == Framing::Own).then_some("BEGIN")
+    }
+
+    /// The statement a batch sends with its last round trip, if any.
+    fn end(self, ending: &'static str) -> Option<&'static str> {
+        (self == Framing::Own).then_some(ending)
+    }
+}
+
+/// Sends `sql` (a `BEGIN`, `COMMIT` or `ROLLBACK`) when there is one. Like a query on a prepared
+/// statement, it is sent when first polled: in a join, after the futures before it.
+async fn frame<C: GenericClient>(
+    c: &C,
+    sql: Option<&'static str>,
+) -> Result<(), tokio_postgres::Error> {
+    match sql {
+        Some(sql) => c.batch_execute(sql).await,
+        None => Ok(()),
+    }
+}
+
+async fn append_batch<C: GenericClient>(
+    tx: &C,
+    requests: Vec<AppendRequest>,
+    framing: Framing,
+) -> Result<Vec<Result<Appended, AppendError>>, AppendError> {
+    // Alone, a refused request's transaction is rolled back whole (by its caller, or here when
+    // the batch owns it): no savepoint needed.
     let isolate = requests.len() > 1;
-    let mut heads = Heads::read(tx, &requests).await?;
+    let mut heads = Heads::read(tx, &requests, framing).await?;
     let mut rows = Rows::default();
     let mut results = Vec::with_capacity(requests.len());
     for request in &requests {
@@ -164,6 +219,9 @@ pub async fn append_all(
                     savepoint(tx, "ROLLBACK TO SAVEPOINT append").await?;
                 } else {
                     // The transaction is aborted: nothing more can be written in it.
+                    frame(tx, framing.end("ROLLBACK"))
+                        .await
+                        .map_err(|e| map_db_error(e, "ending a refused append"))?;
                     return Ok(vec![Err(refused)]);
                 }
                 results.push(Err(refused));
@@ -175,18 +233,18 @@ pub async fn append_all(
         }
         results.push(Ok(heads.admit(planned, &mut rows)));
     }
-    rows.write(tx, &heads).await?;
+    rows.write(tx, &heads, framing).await?;
     Ok(results)
 }
 
-async fn savepoint(tx: &Transaction<'_>, sql: &'static str) -> Result<(), AppendError> {
+async fn savepoint<C: GenericClient>(tx: &C, sql: &'static str) -> Result<(), AppendError> {
     tx.batch_execute(sql)
         .await
         .map_err(|e| map_db_error(e, "managing an append's savepoint"))
 }
 
 /// Runs the request's own statements (credentials rows, …).
-async fn run_statements(tx: &Transaction<'_>, req: &AppendRequest) -> Result<(), AppendError> {
+async fn run_statements<C: GenericClient>(tx: &C, req: &AppendRequest) -> Result<(), AppendError> {
     for st in &req.statements {
         let params: Vec<&(dyn ToSql + Sync)> = st
             .params
@@ -204,14 +262,16 @@ async fn run_statements(tx: &Transaction<'_>, req: &AppendRequest) -> Result<(),
     Ok(())
 }
 
-/// Runs one cached statement (prepared once per connection: one round trip a call after that).
-async fn run(
-    tx: &Transaction<'_>,
-    sql: &'static str,
-    params: &[&(dyn ToSql + Sync)],
-) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
-    let statement = tx.prepare_cached(sql).await?;
-    tx.query(&statement, params).await
+/// Prepares the statements once per connection (no round trip after the first time), so that
+/// the queries joined after it are each sent when first polled, in the join's order.
+async fn prepare<C: GenericClient, const N: usize>(
+    c: &C,
+    sqls: [&'static str; N],
+) -> Result<[tokio_postgres::Statement; N], tokio_postgres::Error> {
+    let prepared = futures::future::try_join_all(sqls.map(|sql| c.prepare_cached(sql))).await?;
+    Ok(prepared
+        .try_into()
+        .unwrap_or_else(|_| unreachable!("one statement per query")))
 }
 
 /// A stream's head as the batch sees it.
@@ -254,7 +314,11 @@ struct Planned {
 impl Heads {
     /// Takes the append lock (held until the transaction ends) and reads, in the same round
     /// trip, the heads of the requests' streams and organisations.
-    async fn read(tx: &Transaction<'_>, requests: &[AppendRequest]) -> Result<Heads, AppendError> {
+    async fn read<C: GenericClient>(
+        tx: &C,
+        requests: &[AppendRequest],
+        framing: Framing,
+    ) -> Result<Heads, AppendError> {
         let mut stream_ids: Vec<Uuid> = requests
             .iter()
             .flat_map(|r| {
@@ -271,19 +335,22 @@ impl Heads {
         org_ids.dedup();
         let stream_params: [&(dyn ToSql + Sync); 1] = [&stream_ids];
         let org_params: [&(dyn ToSql + Sync); 1] = [&org_ids];
-        // Sent in this order on one connection, so both reads run after the lock is taken.
-        let (head, streams, orgs) = futures::try_join!(
-            run(tx, "SELECT last_position FROM store_head FOR UPDATE", &[]),
-            run(
-                tx,
+        let [lock, read_streams, read_orgs] = prepare(
+            tx,
+            [
+                "SELECT last_position FROM store_head FOR UPDATE",
                 "SELECT stream_id, org_id, version FROM streams WHERE stream_id = ANY($1)",
-                &stream_params
-            ),
-            run(
-                tx,
                 "SELECT org_id, head, last_position FROM org_chains WHERE org_id = ANY($1)",
-                &org_params
-            ),
+            ],
+        )
+        .await
+        .map_err(|e| map_db_error(e, "preparing the heads read"))?;
+        // Sent in this order on one connection, so both reads run after the lock is taken.
+        let ((), head, streams, orgs) = futures::try_join!(
+            frame(tx, framing.begin()),
+            tx.query(&lock, &[]),
+            tx.query(&read_streams, &stream_params),
+            tx.query(&read_orgs, &org_params),
         )
         .map_err(|e| map_db_error(e, "taking the append lock and reading heads"))?;
         let position = head
@@ -476,10 +543,18 @@ impl Rows {
     }
 
     /// Writes the events, the streams' and organisations' new heads and the store head, one
-    /// statement each, and wakes the listeners; nothing when no append was admitted.
-    async fn write(self, tx: &Transaction<'_>, heads: &Heads) -> Result<(), AppendError> {
+    /// statement each, and wakes the listeners; nothing when no append was admitted. Ends the
+    /// batch's own transaction in the same round trip.
+    async fn write<C: GenericClient>(
+        self,
+        tx: &C,
+        heads: &Heads,
+        framing: Framing,
+    ) -> Result<(), AppendError> {
         if self.positions.is_empty() {
-            return Ok(());
+            return frame(tx, framing.end("COMMIT"))
+                .await
+                .map_err(|e| map_db_error(e, "committing appends"));
         }
         let mut stream_ids = Vec::new();
         let mut stream_orgs = Vec::new();
@@ -523,35 +598,34 @@ impl Rows {
         let org_params: [&(dyn ToSql + Sync); 4] = [&org_ids, &org_chains, &org_lasts, &org_added];
         let head_params: [&(dyn ToSql + Sync); 1] = [&heads.position];
         let notify_params: [&(dyn ToSql + Sync); 2] = [&channel, &last];
-        futures::try_join!(
-            run(
-                tx,
+        let [events, streams, orgs, head, notify] = prepare(
+            tx,
+            [
                 "INSERT INTO events (position, org_id, stream_id, stream_version, event_id, event_type, occurred_at, envelope, chain)
                  SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::uuid[], $4::bigint[], $5::uuid[], $6::text[], $7::timestamptz[], $8::jsonb[], $9::bytea[])",
-                &event_params,
-            ),
-            run(
-                tx,
                 "INSERT INTO streams (stream_id, org_id, kind, version)
                  SELECT s, o, k::stream_kind, v FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::bigint[]) AS x(s, o, k, v)
                  ON CONFLICT (stream_id) DO UPDATE SET version = EXCLUDED.version",
-                &stream_params,
-            ),
-            run(
-                tx,
                 "INSERT INTO org_chains (org_id, head, last_position, events)
                  SELECT * FROM unnest($1::uuid[], $2::bytea[], $3::bigint[], $4::bigint[])
                  ON CONFLICT (org_id) DO UPDATE
                  SET head = EXCLUDED.head, last_position = EXCLUDED.last_position,
                      events = org_chains.events + EXCLUDED.events",
-                &org_params,
-            ),
-            run(
-                tx,
                 "UPDATE store_head SET last_position = $1",
-                &head_params
-            ),
-            run(tx, "SELECT pg_notify($1, $2)", &notify_params),
+                "SELECT pg_notify($1, $2)",
+            ],
+        )
+        .await
+        .map_err(|e| map_db_error(e, "preparing the writes"))?;
+        // In this order on one connection: the commit, when the batch owns its transaction,
+        // follows every write.
+        futures::try_join!(
+            tx.execute(&events, &event_params),
+            tx.execute(&streams, &stream_params),
+            tx.execute(&orgs, &org_params),
+            tx.execute(&head, &head_params),
+            tx.execute(&notify, &notify_params),
+            frame(tx, framing.end("COMMIT")),
         )
         .map_err(|e| map_db_error(e, "writing events"))?;
         Ok(())

@@ -5,7 +5,7 @@
 //! row lock (`store_head`) until its commit, flush included. One append per transaction caps the
 //! whole store at one flush per append. A [`GroupAppender`] queues the appends of its process
 //! and writes whatever is queued when the previous group has committed, as one batch
-//! ([`append_all`]: the heads read once, expectations checked in memory, one statement per
+//! ([`append_group`]: the heads read once, expectations checked in memory, one statement per
 //! table), so one append's conflict (or unique violation) refuses that append alone and the
 //! others commit. Nobody waits to fill a group: a lone append goes at once.
 //!
@@ -19,7 +19,7 @@ use anyhow::Context;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::Db;
-use crate::append::{AppendError, AppendRequest, Appended, append_all};
+use crate::append::{AppendError, AppendRequest, Appended, append_group};
 
 /// Appends waiting for their group, at most (callers wait beyond).
 const QUEUE: usize = 1_024;
@@ -128,23 +128,25 @@ async fn write_group(db: &Db, jobs: Vec<Job>) {
 }
 
 /// Writes the appends in one transaction; answers each one's outcome, or the failure that lost
-/// them all.
+/// them all. The transaction's `BEGIN` and `COMMIT` ride with its reads and writes
+/// ([`append_group`]), so a group costs two round trips; after a failure the connection is
+/// closed rather than returned to the pool, since its transaction may still be open.
 async fn commit_group(
     db: &Db,
     requests: Vec<AppendRequest>,
 ) -> anyhow::Result<Vec<Result<Appended, AppendError>>> {
-    let mut client = db
+    let client = db
         .pool
         .get()
         .await
         .context("getting a Postgres connection")?;
-    let tx = client
-        .transaction()
-        .await
-        .context("beginning a group of appends")?;
-    let results = append_all(&tx, requests).await.map_err(into_anyhow)?;
-    tx.commit().await.context("committing a group of appends")?;
-    Ok(results)
+    match append_group(&client, requests).await {
+        Ok(results) => Ok(results),
+        Err(failed) => {
+            drop(deadpool_postgres::Object::take(client));
+            Err(into_anyhow(failed)).context("writing a group of appends")
+        }
+    }
 }
 
 fn into_anyhow(e: AppendError) -> anyhow::Error {
