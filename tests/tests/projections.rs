@@ -1370,3 +1370,102 @@ async fn checkpoints_wait_for_a_position_until_every_projection_applied_it_or_ti
     );
     running.stop().await;
 }
+
+/// A requirement source as the model names it, as a `'static` name to compare with.
+fn source_name(name: &str) -> &'static str {
+    [
+        RequirementSource::Default,
+        RequirementSource::Admin,
+        RequirementSource::Global,
+    ]
+    .into_iter()
+    .map(|s| s.as_str())
+    .find(|known| *known == name)
+    .unwrap_or("an unknown source")
+}
+
+#[tokio::test]
+async fn a_batch_of_requirement_changes_ends_where_the_changes_one_by_one_would() {
+    let env = TestEnv::new().await;
+    create_stream(&env).await;
+    // Every other admin starts with MFA required (`seed_org`).
+    let (org, a, _) = seed_org(&env.db, 6).await;
+    let (other, o, _) = seed_org(&env.db, 2).await;
+    let changes = vec![
+        requirement_removed(a[0]),
+        mfa_required(a[1], RequirementSource::Admin),
+        requirement_removed(a[2]),
+        mfa_required(a[0], RequirementSource::Admin),
+        mfa_required(a[1], RequirementSource::Global),
+        requirement_removed(a[2]),
+        requirement_removed(a[0]),
+        // Splits the run; the change after it is for an admin no longer in the model.
+        admin_removed(a[3]),
+        mfa_required(a[3], RequirementSource::Admin),
+        mfa_required(a[4], RequirementSource::Admin),
+        mfa_required(a[5], RequirementSource::Admin),
+        requirement_removed(a[5]),
+    ];
+    let other_changes = vec![
+        requirement_removed(o[0]),
+        mfa_required(o[1], RequirementSource::Admin),
+        requirement_removed(o[1]),
+    ];
+    // The same changes one at a time: (required, source) per admin still in the model.
+    let mut expected: std::collections::HashMap<Uuid, (bool, Option<&str>)> = a
+        .iter()
+        .chain(&o)
+        .zip([0, 1, 2, 3, 4, 5, 0, 1])
+        .map(|(id, i)| (*id, (i % 2 == 0, (i % 2 == 0).then_some("default"))))
+        .collect();
+    for event in changes.iter().chain(&other_changes) {
+        match event {
+            Event::MfaRequired(e) => {
+                if let Some(admin) = expected.get_mut(&e.admin_id) {
+                    *admin = (true, Some(e.source.as_str()));
+                }
+            }
+            Event::MfaRequirementRemoved(e) => {
+                if let Some(admin) = expected.get_mut(&e.admin_id) {
+                    *admin = (false, None);
+                }
+            }
+            Event::AdminRemoved(e) => {
+                expected.remove(&e.admin_id);
+            }
+            _ => unreachable!("only requirement changes and a removal"),
+        }
+    }
+    append(&env.db, org, changes).await;
+    append(&env.db, other, other_changes).await;
+
+    // Started after the appends, the projections meet all of them in one batch.
+    let running = Running::start(&env);
+    await_applied_head(&env.db).await;
+    for (org, ids) in [(org, &a), (other, &o)] {
+        let got: std::collections::HashMap<Uuid, (bool, Option<&str>)> = all_admins(&env.db, org)
+            .await
+            .into_iter()
+            .map(|v| {
+                let source = v.requirement_source.as_deref().map(source_name);
+                (v.id, (v.mfa_required, source))
+            })
+            .collect();
+        let want: std::collections::HashMap<Uuid, (bool, Option<&str>)> = ids
+            .iter()
+            .filter_map(|id| expected.get(id).map(|v| (*id, *v)))
+            .collect();
+        assert_eq!(got, want);
+        assert_widget_matches_admins(&env.db, org).await;
+        let summary = query::org_summary(&env.db, org)
+            .await
+            .expect("summary")
+            .expect("exists");
+        let without = want.values().filter(|(required, _)| !required).count() as i64;
+        assert_eq!(
+            (summary.admins, summary.without_mfa_required),
+            (want.len() as i64, without)
+        );
+    }
+    running.stop().await;
+}
