@@ -178,11 +178,7 @@ pub async fn list(
         conditions.sql,
         conditions.params.len()
     );
-    let client = db
-        .pool
-        .get()
-        .await
-        .context("getting a Postgres connection")?;
+    let client = db.client().await?;
     // Not a cached statement: each combination of filters gets a plan of its own.
     let rows = client
         .query(&sql, &conditions.params)
@@ -208,11 +204,7 @@ pub async fn list(
 
 /// The last position the live audit read model has applied.
 pub async fn applied(db: &Db) -> anyhow::Result<i64> {
-    let client = db
-        .pool
-        .get()
-        .await
-        .context("getting a Postgres connection")?;
+    let client = db.client().await?;
     let row = client
         .query_one("SELECT position FROM proj_audit.checkpoint", &[])
         .await
@@ -319,11 +311,7 @@ async fn csv_batch(
         conditions.sql,
         conditions.params.len()
     );
-    let client = db
-        .pool
-        .get()
-        .await
-        .context("getting a Postgres connection")?;
+    let client = db.client().await?;
     let rows = client
         .query(&sql, &conditions.params)
         .await

@@ -200,11 +200,7 @@ async fn fold_before(
     before: DateTime<Utc>,
     mut each: impl FnMut(DateTime<Utc>, &Envelope) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
-    let client = db
-        .pool
-        .get()
-        .await
-        .context("getting a Postgres connection")?;
+    let client = db.client().await?;
     let sql = format!(
         "SELECT occurred_at, envelope FROM events
          WHERE org_id = $1 AND occurred_at < $2 AND {STATE_CHANGING}

@@ -88,11 +88,7 @@ pub async fn list_admins(
     limit: i64,
 ) -> anyhow::Result<Vec<AdminView>> {
     check_limit(limit)?;
-    let client = db
-        .pool
-        .get()
-        .await
-        .context("getting a Postgres connection")?;
+    let client = db.client().await?;
     let sql = format!(
         "SELECT {ADMIN_COLUMNS} FROM proj_admins.admins
          WHERE org_id = $1 AND admin_id > $2 ORDER BY admin_id LIMIT $3"
@@ -110,11 +106,7 @@ pub async fn list_admins(
 
 /// One admin of the organisation; `None` when absent, removed, or of another organisation.
 pub async fn get_admin(db: &Db, org: Uuid, id: Uuid) -> anyhow::Result<Option<AdminView>> {
-    let client = db
-        .pool
-        .get()
-        .await
-        .context("getting a Postgres connection")?;
+    let client = db.client().await?;
     let sql = format!(
         "SELECT {ADMIN_COLUMNS} FROM proj_admins.admins WHERE org_id = $1 AND admin_id = $2"
     );
@@ -138,11 +130,7 @@ pub async fn admins_without_mfa(
     limit: i64,
 ) -> anyhow::Result<(i64, Vec<AdminView>)> {
     check_limit(limit)?;
-    let client = db
-        .pool
-        .get()
-        .await
-        .context("getting a Postgres connection")?;
+    let client = db.client().await?;
     // One row with the count even when the page is empty (the page's columns are then NULL).
     let sql = format!(
         "SELECT count.n, page.*
@@ -177,11 +165,7 @@ pub async fn admins_without_mfa(
 
 /// Whether the admin shows the Admins Without MFA Required widget (shown unless they hid it).
 pub async fn widget_visible(db: &Db, admin: Uuid) -> anyhow::Result<bool> {
-    let client = db
-        .pool
-        .get()
-        .await
-        .context("getting a Postgres connection")?;
+    let client = db.client().await?;
     let statement = client
         .prepare_cached(
             "SELECT admins_without_mfa_required_visible FROM proj_home_widgets.widgets WHERE admin_id = $1",
@@ -200,11 +184,7 @@ pub async fn widget_visible(db: &Db, admin: Uuid) -> anyhow::Result<bool> {
 
 /// The organisation's name, Global MFA Requirement and counts; `None` if it does not exist.
 pub async fn org_summary(db: &Db, org: Uuid) -> anyhow::Result<Option<OrgSummary>> {
-    let client = db
-        .pool
-        .get()
-        .await
-        .context("getting a Postgres connection")?;
+    let client = db.client().await?;
     let statement = client
         .prepare_cached(
             "SELECT org_id, name, global_mfa_required, admins::bigint, without_mfa_required::bigint

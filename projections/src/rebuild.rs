@@ -168,11 +168,7 @@ async fn prepare_shadows(
     db: &Db,
     projections: &[Projection],
 ) -> anyhow::Result<Vec<(Projection, Vec<String>)>> {
-    let mut client = db
-        .pool
-        .get()
-        .await
-        .context("getting a Postgres connection")?;
+    let mut client = db.client().await?;
     let tx = client
         .transaction()
         .await
@@ -222,11 +218,7 @@ async fn build_deferred_indexes(
         .collect();
     futures::stream::iter(builds)
         .map(|(projection, definition)| async move {
-            let client = db
-                .pool
-                .get()
-                .await
-                .context("getting a Postgres connection")?;
+            let client = db.client().await?;
             client
                 .batch_execute(&definition)
                 .await
@@ -240,11 +232,7 @@ async fn build_deferred_indexes(
 
 /// Gathers the planner's statistics on the shadow schemas' tables.
 async fn analyze_shadows(db: &Db, projections: &[Projection]) -> anyhow::Result<()> {
-    let client = db
-        .pool
-        .get()
-        .await
-        .context("getting a Postgres connection")?;
+    let client = db.client().await?;
     for projection in projections {
         let next = projection.next_schema();
         let tables = client
@@ -271,11 +259,7 @@ async fn replay(
     projection: Projection,
     events: &[(Envelope, Option<Event>)],
 ) -> anyhow::Result<()> {
-    let mut client = db
-        .pool
-        .get()
-        .await
-        .context("getting a Postgres connection")?;
+    let mut client = db.client().await?;
     let mut batch = Batch::begin(&mut client, projection, Target::Shadow).await?;
     batch.replay(events).await?;
     batch.commit().await?;
@@ -328,11 +312,7 @@ fn gave_way(error: &anyhow::Error) -> bool {
 /// Its table locks are taken with [`SWAP_LOCK_TIMEOUT`], so it fails rather than deadlock with
 /// a query (see [`swap_yielding`]).
 async fn swap(db: &Db, projection: Projection) -> anyhow::Result<i64> {
-    let mut client = db
-        .pool
-        .get()
-        .await
-        .context("getting a Postgres connection")?;
+    let mut client = db.client().await?;
     let mut batch = Batch::begin(&mut client, projection, Target::Swap).await?;
     loop {
         let events = db

@@ -313,12 +313,7 @@ impl Worker {
             return Ok(());
         };
 
-        let mut client = self
-            .db
-            .pool
-            .get()
-            .await
-            .context("getting a Postgres connection")?;
+        let mut client = self.db.client().await?;
         // The store's events for the messages are read while the batch begins (on another
         // connection): usually they follow the checkpoint exactly.
         let wanted = (last - first + 1).min(self.chunk());
@@ -334,12 +329,7 @@ impl Worker {
             drop(batch);
             drop(client);
             self.catch_up().await?;
-            client = self
-                .db
-                .pool
-                .get()
-                .await
-                .context("getting a Postgres connection")?;
+            client = self.db.client().await?;
             batch = Batch::begin(&mut client, self.projection, Target::Live).await?;
         }
         // Whatever lies between the checkpoint and the first message, then the messages'.
@@ -388,12 +378,7 @@ impl Worker {
             if events.is_empty() {
                 break;
             }
-            let mut client = self
-                .db
-                .pool
-                .get()
-                .await
-                .context("getting a Postgres connection")?;
+            let mut client = self.db.client().await?;
             let mut batch = Batch::begin(&mut client, self.projection, Target::Live).await?;
             let before = batch.checkpoint();
             for recorded in &events {
@@ -528,11 +513,7 @@ async fn ack_all(projection: Projection, messages: &[jetstream::Message]) {
 
 /// The checkpoint of the live model.
 pub(crate) async fn read_checkpoint(db: &Db, projection: Projection) -> anyhow::Result<i64> {
-    let client = db
-        .pool
-        .get()
-        .await
-        .context("getting a Postgres connection")?;
+    let client = db.client().await?;
     let sql = format!(
         "SELECT position FROM {}.checkpoint",
         crate::schema::quote(&projection.schema())

@@ -13,11 +13,7 @@ const SCHEMA_LOCK_KEY: i64 = 7_231_100;
 /// Creates every projection's schema that does not exist yet, with its checkpoint at 0. Safe to
 /// call from many processes at once.
 pub async fn ensure_schemas(db: &Db) -> anyhow::Result<()> {
-    let mut client = db
-        .pool
-        .get()
-        .await
-        .context("getting a Postgres connection")?;
+    let mut client = db.client().await?;
     let tx = client
         .transaction()
         .await

@@ -58,11 +58,7 @@ pub async fn is_live(
     admin: gatehouse_domain::AdminId,
 ) -> anyhow::Result<bool> {
     use anyhow::Context;
-    let client = db
-        .pool
-        .get()
-        .await
-        .context("getting a Postgres connection")?;
+    let client = db.client().await?;
     let row = client
         .query_opt(
             "SELECT 1 FROM api_keys WHERE key_id = $1 AND admin_id = $2 AND revoked_at IS NULL",
@@ -87,11 +83,7 @@ pub async fn list(
     admin: gatehouse_domain::AdminId,
 ) -> anyhow::Result<Vec<KeySummary>> {
     use anyhow::Context;
-    let client = db
-        .pool
-        .get()
-        .await
-        .context("getting a Postgres connection")?;
+    let client = db.client().await?;
     let rows = client
         .query(
             "SELECT key_id, name, created_at FROM api_keys WHERE admin_id = $1 AND revoked_at IS NULL ORDER BY created_at DESC",

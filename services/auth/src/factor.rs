@@ -14,11 +14,7 @@ pub struct Factor {
 }
 
 pub async fn load(db: &Db, admin: AdminId) -> anyhow::Result<Option<Factor>> {
-    let client = db
-        .pool
-        .get()
-        .await
-        .context("getting a Postgres connection")?;
+    let client = db.client().await?;
     let row = client
         .query_opt(
             "SELECT secret_sealed, last_step FROM mfa_factors WHERE admin_id = $1",
@@ -77,11 +73,7 @@ impl Link {
 }
 
 pub async fn find_link(db: &Db, token_hash: &[u8]) -> anyhow::Result<Option<Link>> {
-    let client = db
-        .pool
-        .get()
-        .await
-        .context("getting a Postgres connection")?;
+    let client = db.client().await?;
     let row = client
         .query_opt(
             "SELECT admin_id, org_id, expires_at, used_at IS NOT NULL, pending_secret_sealed
@@ -126,11 +118,7 @@ pub async fn issue_link(
     lifetime: chrono::Duration,
 ) -> anyhow::Result<String> {
     let token = crate::link_token::generate()?;
-    let client = db
-        .pool
-        .get()
-        .await
-        .context("getting a Postgres connection")?;
+    let client = db.client().await?;
     // The link answers no event; it gets an id of its own in the event-id column.
     client
         .execute(

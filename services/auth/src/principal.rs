@@ -36,11 +36,7 @@ pub async fn by_api_key(db: &Db, plaintext: &str) -> anyhow::Result<Option<Princ
         return Ok(None);
     }
     let hash = crate::api_key::hash(plaintext);
-    let client = db
-        .pool
-        .get()
-        .await
-        .context("getting a Postgres connection")?;
+    let client = db.client().await?;
     let statement = client
         .prepare_cached(
             "SELECT c.admin_id, c.org_id, c.email, c.role
@@ -87,11 +83,7 @@ impl std::fmt::Debug for StoredCredentials {
 }
 
 pub async fn by_email(db: &Db, email: &str) -> anyhow::Result<Option<StoredCredentials>> {
-    let client = db
-        .pool
-        .get()
-        .await
-        .context("getting a Postgres connection")?;
+    let client = db.client().await?;
     let row = client
         .query_opt(
             "SELECT admin_id, org_id, email, role, password_hash FROM admin_credentials

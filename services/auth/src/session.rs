@@ -65,11 +65,7 @@ pub async fn find(db: &Db, token: &str) -> anyhow::Result<Option<Session>> {
         return Ok(None);
     }
     let hash = link_token::hash(token);
-    let client = db
-        .pool
-        .get()
-        .await
-        .context("getting a Postgres connection")?;
+    let client = db.client().await?;
     let idle = i64::try_from(IDLE_TIMEOUT.as_secs()).unwrap_or(i64::MAX);
     let row = client
         .query_opt(
@@ -158,11 +154,7 @@ pub fn revoke_all(admin: AdminId) -> Statement {
 
 /// Ends one session (logout).
 pub async fn revoke(db: &Db, token_hash: &[u8]) -> anyhow::Result<()> {
-    let client = db
-        .pool
-        .get()
-        .await
-        .context("getting a Postgres connection")?;
+    let client = db.client().await?;
     client
         .execute(
             "UPDATE sessions SET revoked_at = now() WHERE token_hash = $1 AND revoked_at IS NULL",

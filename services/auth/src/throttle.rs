@@ -33,11 +33,7 @@ fn secs(d: Duration) -> f64 {
 
 /// How long the caller must wait before trying a password for `email` from `ip`, if blocked.
 pub async fn blocked_for(db: &Db, email: &str, ip: &str) -> anyhow::Result<Option<Duration>> {
-    let client = db
-        .pool
-        .get()
-        .await
-        .context("getting a Postgres connection")?;
+    let client = db.client().await?;
     let row = client
         .query_one(
             "SELECT ceil(extract(epoch FROM max(blocked_until) - now()))::bigint
@@ -52,11 +48,7 @@ pub async fn blocked_for(db: &Db, email: &str, ip: &str) -> anyhow::Result<Optio
 
 /// Counts a failed password for `email` from `ip`.
 pub async fn record_failure(db: &Db, email: &str, ip: &str) -> anyhow::Result<()> {
-    let client = db
-        .pool
-        .get()
-        .await
-        .context("getting a Postgres connection")?;
+    let client = db.client().await?;
     for (key, allowance) in [
         (account_key(email), ACCOUNT_ALLOWANCE),
         (address_key(ip), ADDRESS_ALLOWANCE),
@@ -89,11 +81,7 @@ pub async fn record_failure(db: &Db, email: &str, ip: &str) -> anyhow::Result<()
 
 /// Forgets an account's failures after a correct password (the address keeps its count).
 pub async fn clear_account(db: &Db, email: &str) -> anyhow::Result<()> {
-    let client = db
-        .pool
-        .get()
-        .await
-        .context("getting a Postgres connection")?;
+    let client = db.client().await?;
     client
         .execute(
             "DELETE FROM login_throttle WHERE key = $1",

@@ -131,11 +131,7 @@ pub async fn claim(
 ) -> anyhow::Result<Claim> {
     let kind = subject.intent.kind();
     let admin_id = subject.intent.admin_id();
-    let mut client = db
-        .pool
-        .get()
-        .await
-        .context("getting a Postgres connection")?;
+    let mut client = db.client().await?;
     let tx = client
         .transaction()
         .await
@@ -387,11 +383,7 @@ pub async fn record(
     state: DeliveryState,
     detail: Option<&str>,
 ) -> anyhow::Result<()> {
-    let client = db
-        .pool
-        .get()
-        .await
-        .context("getting a Postgres connection")?;
+    let client = db.client().await?;
     client
         .execute(
             &prepared(

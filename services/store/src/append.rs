@@ -105,11 +105,7 @@ fn map_db_error(e: tokio_postgres::Error, doing: &'static str) -> AppendError {
 impl Db {
     /// Appends the request's events atomically, or nothing.
     pub async fn append(&self, req: AppendRequest) -> Result<Appended, AppendError> {
-        let mut client = self
-            .pool
-            .get()
-            .await
-            .context("getting a Postgres connection")?;
+        let mut client = self.client().await?;
         let tx = client
             .transaction()
             .await

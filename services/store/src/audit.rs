@@ -62,12 +62,7 @@ impl HistoryCursor {
         if self.after >= self.until_position {
             return Ok(Vec::new());
         }
-        let client = self
-            .db
-            .pool
-            .get()
-            .await
-            .context("getting a Postgres connection")?;
+        let client = self.db.client().await?;
         let rows = client
             .query(
                 "SELECT position, envelope, chain FROM events
@@ -148,11 +143,7 @@ impl Db {
     }
 
     async fn recorded_head(&self, org_id: Uuid) -> anyhow::Result<Option<RecordedHead>> {
-        let client = self
-            .pool
-            .get()
-            .await
-            .context("getting a Postgres connection")?;
+        let client = self.client().await?;
         let row = client
             .query_opt(
                 "SELECT head, last_position, events FROM org_chains WHERE org_id = $1",

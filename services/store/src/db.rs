@@ -28,6 +28,15 @@ pub struct Db {
 }
 
 impl Db {
+    /// A connection from the pool; the error says so, with the pool's own cause beneath it (so
+    /// callers still tell "Postgres is out of reach" from other failures).
+    pub async fn client(&self) -> anyhow::Result<deadpool_postgres::Object> {
+        self.pool
+            .get()
+            .await
+            .context("getting a Postgres connection")
+    }
+
     /// Connects, failing with one clear line when Postgres cannot be reached.
     pub async fn connect(cfg: &DbConfig) -> anyhow::Result<Db> {
         let config = Config::from_str(&cfg.url)

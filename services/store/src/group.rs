@@ -135,11 +135,7 @@ async fn commit_group(
     db: &Db,
     requests: Vec<AppendRequest>,
 ) -> anyhow::Result<Vec<Result<Appended, AppendError>>> {
-    let client = db
-        .pool
-        .get()
-        .await
-        .context("getting a Postgres connection")?;
+    let client = db.client().await?;
     match append_group(&client, requests).await {
         Ok(results) => Ok(results),
         Err(failed) => {

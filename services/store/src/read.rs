@@ -43,11 +43,7 @@ fn recorded(row: &tokio_postgres::Row) -> anyhow::Result<Recorded> {
 impl Db {
     /// The last position given (0 for an empty store).
     pub async fn head(&self) -> anyhow::Result<i64> {
-        let client = self
-            .pool
-            .get()
-            .await
-            .context("getting a Postgres connection")?;
+        let client = self.client().await?;
         let statement = client
             .prepare_cached("SELECT last_position FROM store_head")
             .await
@@ -82,11 +78,7 @@ impl Db {
         streams.sort_unstable();
         streams.dedup_by_key(|(id, _)| *id);
         let (ids, after): (Vec<Uuid>, Vec<i64>) = streams.into_iter().unzip();
-        let client = self
-            .pool
-            .get()
-            .await
-            .context("getting a Postgres connection")?;
+        let client = self.client().await?;
         let statement = client
             .prepare_cached(
                 "SELECT e.envelope, e.stream_id, e.org_id
@@ -122,11 +114,7 @@ impl Db {
 
     /// The ids of an organisation's streams of one kind.
     pub async fn org_streams(&self, org_id: Uuid, kind: StreamKind) -> anyhow::Result<Vec<Uuid>> {
-        let client = self
-            .pool
-            .get()
-            .await
-            .context("getting a Postgres connection")?;
+        let client = self.client().await?;
         let kind = match kind {
             StreamKind::Org => "org",
             StreamKind::Admin => "admin",
@@ -143,11 +131,7 @@ impl Db {
 
     /// The organisation's last position and chain head (0 and c_0 when it has no event).
     pub async fn org_head(&self, org_id: Uuid) -> anyhow::Result<(i64, Chain)> {
-        let client = self
-            .pool
-            .get()
-            .await
-            .context("getting a Postgres connection")?;
+        let client = self.client().await?;
         let row = client
             .query_opt(
                 "SELECT last_position, head FROM org_chains WHERE org_id = $1",
@@ -166,11 +150,7 @@ impl Db {
 
     /// Up to `limit` events after `position`, across organisations, in position order.
     pub async fn read_after(&self, position: i64, limit: i64) -> anyhow::Result<Vec<Recorded>> {
-        let client = self
-            .pool
-            .get()
-            .await
-            .context("getting a Postgres connection")?;
+        let client = self.client().await?;
         let statement = client
             .prepare_cached(
                 "SELECT envelope, chain FROM events WHERE position > $1 ORDER BY position LIMIT $2",
@@ -191,11 +171,7 @@ impl Db {
         position: i64,
         limit: i64,
     ) -> anyhow::Result<Vec<Recorded>> {
-        let client = self
-            .pool
-            .get()
-            .await
-            .context("getting a Postgres connection")?;
+        let client = self.client().await?;
         let rows = client
             .query(
                 "SELECT envelope, chain FROM events WHERE org_id = $1 AND position > $2 ORDER BY position LIMIT $3",
