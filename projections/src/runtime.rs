@@ -527,8 +527,7 @@ pub(crate) async fn read_checkpoint(db: &Db, projection: Projection) -> anyhow::
 
 /// 100 ms, doubling per consecutive failure, at most [`MAX_BACKOFF`].
 pub fn backoff(failures: u32) -> Duration {
-    let exponent = failures.saturating_sub(1).min(16);
-    Duration::from_millis(100u64 << exponent).min(MAX_BACKOFF)
+    gatehouse_store::retry::backoff(failures, MAX_BACKOFF)
 }
 
 /// Sleeps for `duration` unless shutdown comes first; `false` on shutdown.

@@ -8,6 +8,7 @@
 //! - [`read`]: reading streams, an organisation's history and everything after a position.
 //! - [`audit`]: an organisation's history in keyset batches for exports, and its hash chain
 //!   recomputed from the stored envelopes.
+//! - [`retry`]: the pause between attempts to reach a service that failed.
 //!
 //! Appends are serialised on one row lock (`store_head`), so positions are handed out in commit
 //! order: a reader that tails `position > last` never skips an event that commits late.
@@ -17,6 +18,7 @@ pub mod audit;
 pub mod db;
 pub mod group;
 pub mod read;
+pub mod retry;
 
 pub use append::{AppendError, AppendRequest, Appended, Expected, Statement};
 pub use db::{Db, DbConfig, Listener};
