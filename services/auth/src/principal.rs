@@ -30,12 +30,9 @@ pub struct Principal {
     pub auth_method: AuthMethod,
 }
 
-/// The live admin holding a live key, if any.
-pub async fn by_api_key(db: &Db, plaintext: &str) -> anyhow::Result<Option<Principal>> {
-    if !crate::api_key::well_formed(plaintext) {
-        return Ok(None);
-    }
-    let hash = crate::api_key::hash(plaintext);
+/// The live admin holding the live key whose SHA-256 is `hash`, if any, read from Postgres
+/// (requests look keys up through [`crate::ApiKeyCache`]).
+pub(crate) async fn by_hash(db: &Db, hash: &[u8]) -> anyhow::Result<Option<Principal>> {
     let client = db.client().await?;
     let statement = client
         .prepare_cached(

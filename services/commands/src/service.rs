@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use gatehouse_auth::secretbox::SecretKey;
-use gatehouse_auth::{Passwords, password, rows};
+use gatehouse_auth::{ApiKeyCache, Passwords, password, rows};
 use gatehouse_domain::decide::{self, BulkRequireMfa, NewAdmin};
 use gatehouse_domain::policy;
 use gatehouse_domain::{AdminId, AdminState, DomainError, OrgId, OrgName, OrgState, Role};
@@ -108,6 +108,16 @@ pub struct Commands {
     pub(crate) kept: Arc<load::Kept>,
     /// Appends with the other commands in flight: one transaction and one flush per group.
     pub(crate) appender: GroupAppender,
+    /// The principals of API keys this process has seen, emptied here as soon as a command of
+    /// this process revokes a key or removes an admin (other processes learn it from Postgres).
+    pub(crate) api_keys: ApiKeyCache,
+}
+
+/// Whether appending `events` may have ended an API key: a revocation, or its holder's removal.
+fn ends_api_keys(events: &[Event]) -> bool {
+    events
+        .iter()
+        .any(|e| matches!(e, Event::ApiKeyRevoked(_) | Event::AdminRemoved(_)))
 }
 
 fn fold_admin(state: &AdminState, events: &[Event], at: DateTime<Utc>) -> AdminState {
@@ -125,7 +135,13 @@ impl Commands {
             passwords,
             secret_key: Arc::new(secret_key),
             kept: Arc::new(load::Kept::default()),
+            api_keys: ApiKeyCache::default(),
         }
+    }
+
+    /// The cache through which requests find who an API key belongs to.
+    pub fn api_keys(&self) -> &ApiKeyCache {
+        &self.api_keys
     }
 
     pub fn db(&self) -> &Db {
@@ -188,6 +204,7 @@ impl Commands {
                 });
             }
             let count = plan.events.len() as u64;
+            let ends_keys = ends_api_keys(&plan.events);
             let request = AppendRequest {
                 org_id: org.0,
                 actor: origin.actor,
@@ -203,6 +220,9 @@ impl Commands {
                 Ok(appended) => {
                     metrics::counter!("gatehouse_events_appended_total").increment(count);
                     self.kept.advance(&appended.envelopes);
+                    if ends_keys {
+                        self.api_keys.forget_all();
+                    }
                     let position = match appended.last_position() {
                         Some(p) => p,
                         None => self.db.head().await?,

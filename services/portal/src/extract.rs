@@ -5,7 +5,7 @@ use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
 use gatehouse_auth::session::{self, Stage};
-use gatehouse_auth::{AuthMethod, Principal, principal};
+use gatehouse_auth::{AuthMethod, Principal};
 use gatehouse_commands::CommandContext;
 use gatehouse_domain::{AdminId, OrgId, Role};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
@@ -64,7 +64,10 @@ impl FromRequestParts<AppState> for Caller {
         let principal = match parts.headers.get(API_KEY_HEADER) {
             Some(key) => {
                 let key = key.to_str().map_err(|_| ApiError::unauthorized())?;
-                principal::by_api_key(&state.db, key)
+                state
+                    .commands
+                    .api_keys()
+                    .principal(&state.db, key)
                     .await?
                     .ok_or_else(ApiError::unauthorized)?
             }

@@ -171,9 +171,6 @@ impl Api {
         gatehouse_relay::ensure_stream(&env.jetstream, &relay)
             .await
             .expect("the JetStream stream");
-        let checkpoints = Checkpoints::start(env.db.clone())
-            .await
-            .expect("the checkpoints follower");
         tokio::spawn(gatehouse_relay::run(
             env.db.clone(),
             env.jetstream.clone(),
@@ -186,20 +183,8 @@ impl Api {
             ProjectionsConfig::new(&env.stream, &env.prefix),
             shutdown.clone(),
         ));
-        let commands = Commands::new(
-            env.db.clone(),
-            Passwords::new(4),
-            gatehouse_auth::secretbox::SecretKey::random().expect("a key"),
-        );
-        let state = AppState::new(gatehouse_portal::Shared {
-            commands: commands.clone(),
-            db: env.db.clone(),
-            checkpoints,
-            nats: Some(env.nats.clone()),
-            metrics: Some(PrometheusBuilder::new().build_recorder().handle()),
-            public_url: public_url.to_owned(),
-        });
-        let router = gatehouse_portal::router(state);
+        let commands = new_commands(&env);
+        let router = router(&env, commands.clone(), public_url).await;
         let org = create_org(&commands, "Acme").await;
         Api {
             env,
@@ -247,10 +232,21 @@ impl Api {
         create_org(&self.commands, "Globex").await
     }
 
+    /// The router of another API process on the same database and NATS: its own command
+    /// service, so its own kept states and API key cache, as a second `gatehouse serve` has.
+    #[allow(dead_code)] // used by tests/tests/api_keys.rs only
+    pub async fn another_process(&self) -> Router {
+        router(&self.env, new_commands(&self.env), &self.public_url).await
+    }
+
     /// Sends a request built by the caller.
     pub async fn send(&self, request: Request<Body>) -> Answer {
-        let response = self
-            .router
+        self.send_via(&self.router, request).await
+    }
+
+    /// Sends a request to `router` (this API's, or [`Api::another_process`]'s).
+    pub async fn send_via(&self, router: &Router, request: Request<Body>) -> Answer {
+        let response = router
             .clone()
             .oneshot(request)
             .await
@@ -329,12 +325,15 @@ impl Api {
 
     /// A GET as `key`.
     pub async fn get(&self, path: &str, key: &str) -> Answer {
-        self.send(
-            Self::builder(Method::GET, path, Some(key))
-                .body(Body::empty())
-                .expect("request"),
-        )
-        .await
+        self.get_via(&self.router, path, key).await
+    }
+
+    /// A GET as `key` sent to `router`.
+    pub async fn get_via(&self, router: &Router, path: &str, key: &str) -> Answer {
+        let request = Self::builder(Method::GET, path, Some(key))
+            .body(Body::empty())
+            .expect("request");
+        self.send_via(router, request).await
     }
 
     /// A GET as `key` that reflects at least `position`.
@@ -461,6 +460,30 @@ impl Drop for Api {
 }
 
 /// Creates an organisation, its owner, and an API key for the owner.
+/// A command service on the test's database, hashing up to four passwords at once.
+fn new_commands(env: &TestEnv) -> Commands {
+    Commands::new(
+        env.db.clone(),
+        Passwords::new(4),
+        gatehouse_auth::secretbox::SecretKey::random().expect("a key"),
+    )
+}
+
+/// The portal's router over `commands`, as one API process serves it.
+async fn router(env: &TestEnv, commands: Commands, public_url: &str) -> Router {
+    let checkpoints = Checkpoints::start(env.db.clone())
+        .await
+        .expect("the checkpoints follower");
+    gatehouse_portal::router(AppState::new(gatehouse_portal::Shared {
+        commands,
+        db: env.db.clone(),
+        checkpoints,
+        nats: Some(env.nats.clone()),
+        metrics: Some(PrometheusBuilder::new().build_recorder().handle()),
+        public_url: public_url.to_owned(),
+    }))
+}
+
 async fn create_org(commands: &Commands, name: &str) -> Org {
     let owner = NewAdmin {
         id: AdminId::generate(),
