@@ -241,7 +241,13 @@ impl Commands {
                         "unexpected unique violation on {c}"
                     )));
                 }
-                Err(AppendError::Other(e)) => return Err(e.into()),
+                Err(AppendError::Other(e)) => {
+                    // The append may have committed (its answer lost with the connection).
+                    if ends_keys {
+                        self.api_keys.forget_all();
+                    }
+                    return Err(e.into());
+                }
             }
         }
         Err(CommandError::Conflict)
