@@ -265,10 +265,8 @@ impl Mailer {
 
 /// 1 s after the first failure, doubling, at most `max`.
 pub fn retry_delay(attempt: i32, max: Duration) -> Duration {
-    let exponent = u32::try_from(attempt.saturating_sub(1))
-        .unwrap_or(0)
-        .min(16);
-    Duration::from_secs(1u64 << exponent).min(max)
+    let failures = u32::try_from(attempt).unwrap_or(0);
+    gatehouse_store::retry::doubling(Duration::from_secs(1), failures, max)
 }
 
 #[cfg(test)]

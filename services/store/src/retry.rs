@@ -4,8 +4,14 @@ use std::time::Duration;
 
 /// 100 ms, doubling per consecutive failure, at most `max`.
 pub fn backoff(failures: u32, max: Duration) -> Duration {
+    doubling(Duration::from_millis(100), failures, max)
+}
+
+/// `first` after the first failure (and before any), doubling per failure after it, at most
+/// `max`.
+pub fn doubling(first: Duration, failures: u32, max: Duration) -> Duration {
     let exponent = failures.saturating_sub(1).min(16);
-    Duration::from_millis(100u64 << exponent).min(max)
+    first.saturating_mul(1 << exponent).min(max)
 }
 
 #[cfg(test)]
@@ -24,5 +30,17 @@ mod tests {
             backoff(u32::MAX, Duration::from_secs(2)),
             Duration::from_secs(2)
         );
+    }
+
+    #[test]
+    fn doubling_stops_growing_after_sixteen_doublings() {
+        let second = Duration::from_secs(1);
+        assert_eq!(
+            doubling(second, u32::MAX, Duration::MAX),
+            Duration::from_secs(1 << 16)
+        );
+        let hour = Duration::from_secs(3600);
+        assert_eq!(doubling(second, 12, hour), Duration::from_secs(2048));
+        assert_eq!(doubling(second, 13, hour), hour);
     }
 }
