@@ -36,15 +36,15 @@ pub const MAX_AGE: Duration = Duration::from_secs(60);
 /// The longest pause between attempts to listen again.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-/// A cache of principals by API key hash; clones share it. Its listener starts with the first
-/// look-up and stops when the last clone is dropped.
-#[derive(Clone, Default)]
+/// A cache of principals by API key hash, for one database; clones share it. Its listener starts
+/// with the first look-up and stops when the last clone is dropped.
+#[derive(Clone)]
 pub struct ApiKeyCache {
     shared: Arc<Shared>,
 }
 
-#[derive(Default)]
 struct Shared {
+    db: Db,
     cache: Arc<Mutex<Cache>>,
     listener: OnceLock<AbortOnDrop>,
 }
@@ -78,17 +78,25 @@ fn lock(cache: &Mutex<Cache>) -> MutexGuard<'_, Cache> {
 }
 
 impl ApiKeyCache {
+    /// An empty cache of `db`'s keys.
+    pub fn new(db: Db) -> ApiKeyCache {
+        ApiKeyCache {
+            shared: Arc::new(Shared {
+                db,
+                cache: Arc::default(),
+                listener: OnceLock::new(),
+            }),
+        }
+    }
+
     /// The live admin holding the live key `plaintext`, if any: from the cache when it may be
     /// trusted, else from Postgres.
-    pub async fn principal(
-        &self,
-        db: &Db,
-        plaintext: &str,
-    ) -> anyhow::Result<Option<crate::Principal>> {
+    pub async fn principal(&self, plaintext: &str) -> anyhow::Result<Option<crate::Principal>> {
         if !crate::api_key::well_formed(plaintext) {
             return Ok(None);
         }
-        self.listen(db);
+        self.listen();
+        let db = &self.shared.db;
         let hash = crate::api_key::hash(plaintext);
         let generation = {
             let cache = lock(&self.shared.cache);
@@ -127,9 +135,12 @@ impl ApiKeyCache {
         lock(&self.shared.cache).forget_all();
     }
 
-    fn listen(&self, db: &Db) {
+    fn listen(&self) {
         self.shared.listener.get_or_init(|| {
-            AbortOnDrop(tokio::spawn(follow(db.clone(), self.shared.cache.clone())))
+            AbortOnDrop(tokio::spawn(follow(
+                self.shared.db.clone(),
+                self.shared.cache.clone(),
+            )))
         });
     }
 }

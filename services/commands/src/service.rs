@@ -131,11 +131,11 @@ impl Commands {
     pub fn new(db: Db, passwords: Passwords, secret_key: SecretKey) -> Commands {
         Commands {
             appender: GroupAppender::new(db.clone()),
+            api_keys: ApiKeyCache::new(db.clone()),
             db,
             passwords,
             secret_key: Arc::new(secret_key),
             kept: Arc::new(load::Kept::default()),
-            api_keys: ApiKeyCache::default(),
         }
     }
 

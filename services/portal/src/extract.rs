@@ -67,7 +67,7 @@ impl FromRequestParts<AppState> for Caller {
                 state
                     .commands
                     .api_keys()
-                    .principal(&state.db, key)
+                    .principal(key)
                     .await?
                     .ok_or_else(ApiError::unauthorized)?
             }
