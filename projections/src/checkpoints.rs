@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::Context;
 use gatehouse_store::Db;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::batch::{NOTIFY_CHANNEL, parse_notification};
 use crate::runtime::{backoff, read_checkpoint};
@@ -26,15 +26,7 @@ pub const POLL_EVERY: Duration = Duration::from_secs(1);
 pub struct Checkpoints {
     /// Indexed like [`Projection::ALL`].
     positions: watch::Receiver<Vec<i64>>,
-    _follower: Arc<AbortOnDrop>,
-}
-
-struct AbortOnDrop(JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
+    _follower: Arc<AbortOnDropHandle<()>>,
 }
 
 impl Checkpoints {
@@ -52,7 +44,7 @@ impl Checkpoints {
         let follower = tokio::spawn(follow(db, tx));
         Ok(Checkpoints {
             positions: rx,
-            _follower: Arc::new(AbortOnDrop(follower)),
+            _follower: Arc::new(AbortOnDropHandle::new(follower)),
         })
     }
 

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use gatehouse_store::Db;
-use tokio::task::JoinHandle;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::Principal;
 
@@ -46,15 +46,7 @@ pub struct ApiKeyCache {
 struct Shared {
     db: Db,
     cache: Arc<Mutex<Cache>>,
-    listener: OnceLock<AbortOnDrop>,
-}
-
-struct AbortOnDrop(JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
+    listener: OnceLock<AbortOnDropHandle<()>>,
 }
 
 #[derive(Default)]
@@ -137,7 +129,7 @@ impl ApiKeyCache {
 
     fn listen(&self) {
         self.shared.listener.get_or_init(|| {
-            AbortOnDrop(tokio::spawn(follow(
+            AbortOnDropHandle::new(tokio::spawn(follow(
                 self.shared.db.clone(),
                 self.shared.cache.clone(),
             )))
