@@ -2,95 +2,17 @@
 //! at, which the append then expects.
 
 use std::collections::HashMap;
-use std::num::NonZeroUsize;
-use std::sync::Mutex;
 
 use gatehouse_domain::{AdminId, AdminState, OrgId, OrgState};
 use gatehouse_events::Envelope;
 use gatehouse_events::types::Aggregate;
+use gatehouse_store::Db;
+pub use gatehouse_store::kept::{Loaded, States};
 use gatehouse_store::read::Stream;
-use gatehouse_store::{Db, Expected};
-use lru::LruCache;
 use uuid::Uuid;
 
 /// Admins' states by id.
 pub type Admins = HashMap<AdminId, Loaded<AdminState>>;
-
-/// A state and the stream version it reflects.
-#[derive(Debug, Clone)]
-pub struct Loaded<S> {
-    pub state: S,
-    pub version: i64,
-}
-
-impl<S> Loaded<S> {
-    pub fn expected(&self) -> Expected {
-        if self.version == 0 {
-            Expected::NoStream
-        } else {
-            Expected::Exactly(self.version)
-        }
-    }
-}
-
-/// States already folded, with the version each reflects, so that loading one again reads only
-/// the events its stream gained since (`Db::read_streams_after`). Streams are append-only, so a
-/// state folded up to version v stays right for versions 1..=v whatever other processes append
-/// later: the read after v brings those. Bounded: the least recently used are forgotten.
-pub struct States<S> {
-    states: Mutex<LruCache<Uuid, Loaded<S>>>,
-}
-
-impl<S: Clone> States<S> {
-    pub fn new(capacity: NonZeroUsize) -> States<S> {
-        States {
-            states: Mutex::new(LruCache::new(capacity)),
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, LruCache<Uuid, Loaded<S>>> {
-        // A panic while holding the lock leaves whole entries: the cache stays usable.
-        self.states.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn get(&self, id: Uuid) -> Option<Loaded<S>> {
-        self.lock().get(&id).cloned()
-    }
-
-    /// Keeps `loaded` unless a later version is kept already.
-    fn keep(&self, id: Uuid, loaded: &Loaded<S>) {
-        if loaded.version == 0 {
-            return;
-        }
-        let mut states = self.lock();
-        if states
-            .peek(&id)
-            .is_none_or(|kept| kept.version < loaded.version)
-        {
-            states.put(id, loaded.clone());
-        }
-    }
-
-    /// Moves the kept state to `version` with `evolve` when it is kept at the version just
-    /// before (or, for a stream's first event, starts it from `new`); otherwise leaves it, and
-    /// the next read brings what is missing.
-    fn advance(
-        &self,
-        id: Uuid,
-        version: i64,
-        new: impl FnOnce() -> S,
-        evolve: impl FnOnce(S) -> S,
-    ) {
-        let mut states = self.lock();
-        let base = match states.peek(&id) {
-            Some(kept) if kept.version == version - 1 => kept.state.clone(),
-            None if version == 1 => new(),
-            _ => return,
-        };
-        let state = evolve(base);
-        states.put(id, Loaded { state, version });
-    }
-}
 
 /// The admins' and organisations' states a process keeps (see [`States`]).
 pub struct Kept {
@@ -106,10 +28,9 @@ pub const KEPT_ORG_STATES: usize = 1_000;
 
 impl Default for Kept {
     fn default() -> Self {
-        let capacity = |n| NonZeroUsize::new(n).unwrap_or(NonZeroUsize::MIN);
         Kept {
-            admins: States::new(capacity(KEPT_ADMIN_STATES)),
-            orgs: States::new(capacity(KEPT_ORG_STATES)),
+            admins: States::new(KEPT_ADMIN_STATES),
+            orgs: States::new(KEPT_ORG_STATES),
         }
     }
 }
@@ -190,7 +111,7 @@ pub async fn admins_and_org(
     ids: &[AdminId],
 ) -> anyhow::Result<(Admins, Loaded<OrgState>)> {
     let (admins, org) = read(db, kept, org, ids, true).await?;
-    Ok((admins, org.unwrap_or_else(Loaded::new_org)))
+    Ok((admins, org.unwrap_or_else(new_org)))
 }
 
 /// The admins and their organisation as this process last knew them, without reading: `None`
@@ -263,22 +184,20 @@ pub async fn admin(
 /// Loads an organisation from its kept state and what its stream gained since.
 pub async fn org(db: &Db, kept: &Kept, id: OrgId) -> anyhow::Result<Loaded<OrgState>> {
     let (_, org) = read(db, kept, id, &[], true).await?;
-    Ok(org.unwrap_or_else(Loaded::new_org))
+    Ok(org.unwrap_or_else(new_org))
 }
 
-impl Loaded<OrgState> {
-    /// An organisation with no event yet.
-    fn new_org() -> Loaded<OrgState> {
-        Loaded {
-            state: OrgState::default(),
-            version: 0,
-        }
+/// An organisation with no event yet.
+fn new_org() -> Loaded<OrgState> {
+    Loaded {
+        state: OrgState::default(),
+        version: 0,
     }
 }
 
 /// Folds what the organisation's stream gained after `base` (or the whole stream) into its state.
 fn fold_org(base: Option<Loaded<OrgState>>, stream: Option<&Stream>) -> Loaded<OrgState> {
-    let base = base.unwrap_or_else(Loaded::new_org);
+    let base = base.unwrap_or_else(new_org);
     let Some(stream) = stream else {
         return base;
     };

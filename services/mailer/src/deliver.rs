@@ -9,6 +9,8 @@ use gatehouse_domain::{AdminId, AdminState, OrgId};
 use gatehouse_events::types::DecodeError;
 use gatehouse_events::{Envelope, Event};
 use gatehouse_store::Db;
+use gatehouse_store::kept::{Loaded, States};
+use uuid::Uuid;
 
 use crate::MailerConfig;
 use crate::compose::{self, Content, Head};
@@ -33,11 +35,17 @@ pub enum Disposition {
     RetryAfter(Duration),
 }
 
+/// How many admins' states the mailer keeps (a few hundred bytes each).
+pub const KEPT_ADMIN_STATES: usize = 10_000;
+
 /// What the mailer needs for every event.
 pub struct Mailer {
     pub db: Db,
     pub cfg: MailerConfig,
     pub sender: Sender,
+    /// Admins' states at the last event handled for each, so the next one reads only what
+    /// their stream gained since.
+    pub kept: States<AdminState>,
 }
 
 impl Mailer {
@@ -108,44 +116,79 @@ impl Mailer {
     }
 
     /// The admin's state just before and just after the event, folded from the store; `None`
-    /// when the store does not hold the event.
+    /// when the store does not hold the event. Starts from the state kept at an earlier version
+    /// of the admin's stream, when there is one, and reads only what came after it.
     async fn admin_around(
         &self,
         envelope: &Envelope,
         event: &Event,
     ) -> anyhow::Result<Option<(AdminState, AdminState, Event)>> {
         let admin_id = event.stream_id();
+        // The message's stream version only picks the base; the event itself is still found
+        // by its position in what the store answers, and without a base if need be.
+        let base = self
+            .kept
+            .get(admin_id)
+            .filter(|kept| kept.version < envelope.streamversion);
+        if let Some(base) = base
+            && let Some(found) = self.fold_around(envelope, admin_id, Some(base)).await?
+        {
+            return Ok(Some(found));
+        }
+        self.fold_around(envelope, admin_id, None).await
+    }
+
+    /// Folds the admin's stream after `base` (or from its start) through the event.
+    async fn fold_around(
+        &self,
+        envelope: &Envelope,
+        admin_id: Uuid,
+        base: Option<Loaded<AdminState>>,
+    ) -> anyhow::Result<Option<(AdminState, AdminState, Event)>> {
+        let after = base.as_ref().map_or(0, |b| b.version);
         let streams = self
             .db
-            .read_streams(&[admin_id])
+            .read_streams_after(&[(admin_id, after)])
             .await
             .context("reading the admin's stream")?;
         let Some(stream) = streams.get(&admin_id) else {
             return Ok(None);
         };
-        let mut state = AdminState::absent(AdminId(admin_id), OrgId(stream.org_id));
-        let mut before = None;
+        let mut state = match base {
+            Some(base) => base.state,
+            None => AdminState::absent(AdminId(admin_id), OrgId(stream.org_id)),
+        };
         for stored in &stream.events {
             if stored.position > envelope.position {
                 break;
             }
+            let read = (stored.event(), stored.occurred_at());
             if stored.position == envelope.position {
                 if stored.id != envelope.id || stored.event_type != envelope.event_type {
                     return Ok(None);
                 }
-                let Ok(event) = stored.event() else {
+                let (Ok(event), Some(at)) = read else {
                     return Ok(None);
                 };
-                before = Some((state.clone(), event));
+                let before = state.clone();
+                state = state.evolve(&event, at);
+                self.kept.keep(
+                    admin_id,
+                    &Loaded {
+                        state: state.clone(),
+                        version: stored.streamversion,
+                    },
+                );
+                return Ok(Some((before, state, event)));
             }
-            match (stored.event(), stored.occurred_at()) {
+            match read {
                 (Ok(e), Some(t)) => state = state.evolve(&e, t),
                 _ => {
                     tracing::debug!(event_id = %stored.id, "not folding an event the mailer cannot read")
                 }
             }
         }
-        Ok(before.map(|(before, event)| (before, state, event)))
+        Ok(None)
     }
 
     /// Sends a claimed email and records the outcome.

@@ -48,7 +48,12 @@ pub async fn run(
         Transport::Maildir { .. } => "maildir",
     }, "mailer started");
     consumer::Consumer {
-        mailer: deliver::Mailer { db, cfg, sender },
+        mailer: deliver::Mailer {
+            db,
+            cfg,
+            sender,
+            kept: gatehouse_store::kept::States::new(deliver::KEPT_ADMIN_STATES),
+        },
         js,
         shutdown,
     }

@@ -17,6 +17,7 @@ pub mod append;
 pub mod audit;
 pub mod db;
 pub mod group;
+pub mod kept;
 pub mod read;
 pub mod retry;
 
