@@ -98,6 +98,18 @@ pub enum SkipReason {
 }
 
 impl SkipReason {
+    const ALL: [SkipReason; 4] = [
+        SkipReason::LinkExpired,
+        SkipReason::Stale,
+        SkipReason::NoRecipient,
+        SkipReason::RateLimited,
+    ];
+
+    /// The reason the ledger names `s`.
+    pub fn parse(s: &str) -> Option<SkipReason> {
+        SkipReason::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+
     pub fn as_str(&self) -> &'static str {
         match self {
             SkipReason::LinkExpired => "link expired",

@@ -14,7 +14,6 @@
 //! delivered, and is claimed again later (with a new link; the old one stops working).
 
 use anyhow::Context;
-use chrono::{DateTime, Utc};
 use gatehouse_auth::link_token::{self, Token};
 use gatehouse_store::Db;
 use uuid::Uuid;
@@ -63,13 +62,6 @@ impl DeliveryState {
         .into_iter()
         .find(|state| state.as_str() == s)
     }
-
-    /// Rows that count against the rate limit: every email that left or may have left.
-    const COUNTED: [DeliveryState; 3] = [
-        DeliveryState::Sending,
-        DeliveryState::Sent,
-        DeliveryState::Unknown,
-    ];
 }
 
 /// A statement prepared once per pooled connection and kept there: a use is then one round
@@ -123,7 +115,8 @@ pub struct Subject<'a> {
 }
 
 /// Claims an email, or records why it is not sent (`skip`: decided before, e.g. an expired
-/// link). See the module documentation for the protocol.
+/// link). See the module documentation for the protocol; `mail_claim` (migration V7) is its
+/// first step, one statement committed on its own.
 pub async fn claim(
     db: &Db,
     subject: Subject<'_>,
@@ -131,245 +124,112 @@ pub async fn claim(
 ) -> anyhow::Result<Claim> {
     let kind = subject.intent.kind();
     let admin_id = subject.intent.admin_id();
-    let mut client = db.client().await?;
-    let tx = client
-        .transaction()
-        .await
-        .context("beginning a ledger claim")?;
-    // Claims for one admin wait for each other: the rate limit counts committed rows, and a
-    // duplicate of the same event sees the row its twin claimed.
-    tx.execute(
-        &prepared(&tx, "SELECT pg_advisory_xact_lock($1, $2)").await?,
-        &[&LOCK_CLASS, &admin_lock_key(admin_id)],
-    )
-    .await
-    .context("locking the admin's ledger")?;
-
-    let row = tx
-        .query_opt(
-            &prepared(
-                &tx,
-                "SELECT state FROM mail_deliveries WHERE event_id = $1 AND kind = $2 FOR UPDATE",
-            )
-            .await?,
-            &[&subject.event_id, &kind.as_str()],
-        )
-        .await
-        .context("reading the ledger")?;
-    let found = match row {
-        Some(row) => {
-            let state: String = row.get(0);
-            Some(
-                DeliveryState::parse(&state)
-                    .with_context(|| format!("unknown ledger state {state:?}"))?,
-            )
-        }
-        None => None,
+    // The link is made before it is known to be needed: it costs a few microseconds, and only
+    // its hash is stored (and only when the email is claimed).
+    let (token, expires_at) = match subject.intent {
+        Intent::Setup { expires_at, .. } => (Some(link_token::generate()?), Some(*expires_at)),
+        Intent::ResetConfirmation { .. } => (None, None),
     };
-    let outcome = match found {
-        Some(state @ (DeliveryState::Sent | DeliveryState::Skipped | DeliveryState::Unknown)) => {
-            Claim::Settled(state)
-        }
-        Some(DeliveryState::Sending) => {
-            set_state(
-                &tx,
-                subject.event_id,
-                kind,
-                DeliveryState::Unknown,
-                Some("interrupted while sending; not sent again"),
-            )
-            .await?;
-            Claim::Interrupted
-        }
-        None | Some(DeliveryState::Failed) => match claim_new(&tx, &subject, skip).await? {
-            Ok(claimed) => Claim::Claimed(claimed),
-            Err(reason) => {
-                upsert(
-                    &tx,
-                    &subject,
-                    DeliveryState::Skipped,
-                    0,
-                    Some(reason.as_str()),
-                )
-                .await?;
-                Claim::Skipped(reason)
-            }
-        },
-    };
-    tx.commit().await.context("committing a ledger claim")?;
-    Ok(outcome)
-}
-
-/// Checks what may stop the email, then claims it (and stores its link).
-async fn claim_new(
-    tx: &deadpool_postgres::Transaction<'_>,
-    subject: &Subject<'_>,
-    skip: Option<SkipReason>,
-) -> anyhow::Result<Result<Claimed, SkipReason>> {
-    if let Some(reason) = skip {
-        return Ok(Err(reason));
-    }
-    let admin_id = subject.intent.admin_id();
-    let Some(recipient) = recipient(tx, admin_id).await? else {
-        return Ok(Err(SkipReason::NoRecipient));
-    };
-    let token = match subject.intent {
-        Intent::Setup { expires_at, .. } => {
-            if recent_setup_emails(tx, admin_id, subject.event_id).await? >= SETUP_EMAILS_PER_HOUR {
-                return Ok(Err(SkipReason::RateLimited));
-            }
-            let token = link_token::generate()?;
-            store_link(tx, &token, subject, *expires_at).await?;
-            Some(token)
-        }
-        Intent::ResetConfirmation { .. } => None,
-    };
-    let attempt = upsert(tx, subject, DeliveryState::Sending, 1, None).await?;
-    Ok(Ok(Claimed {
-        attempt,
-        recipient,
-        token,
-    }))
-}
-
-/// The admin's live address, if it can be mailed.
-async fn recipient(
-    tx: &deadpool_postgres::Transaction<'_>,
-    admin_id: Uuid,
-) -> anyhow::Result<Option<lettre::message::Mailbox>> {
-    let row = tx
-        .query_opt(
-            &prepared(
-                tx,
-                "SELECT email FROM admin_credentials WHERE admin_id = $1 AND removed_at IS NULL",
-            )
-            .await?,
-            &[&admin_id],
-        )
-        .await
-        .context("looking up the admin's address")?;
-    Ok(row.and_then(|row| {
-        let email: String = row.get(0);
-        match email.parse::<lettre::Address>() {
-            Ok(address) => Some(lettre::message::Mailbox::new(None, address)),
-            Err(e) => {
-                // The address itself is personal data: say which admin, not what.
-                tracing::warn!(admin_id = %admin_id, error = %e, "the admin's address cannot be mailed");
-                None
-            }
-        }
-    }))
-}
-
-/// Set Up MFA emails to the admin that left (or may have) in the last hour, other than this
-/// event's own.
-async fn recent_setup_emails(
-    tx: &deadpool_postgres::Transaction<'_>,
-    admin_id: Uuid,
-    event_id: Uuid,
-) -> anyhow::Result<i64> {
-    let counted: Vec<&str> = DeliveryState::COUNTED.iter().map(|s| s.as_str()).collect();
-    let row = tx
-        .query_one(
-            // The kind is written out, not a parameter: so is the predicate of the partial
-            // index this count reads, which a generic plan could not match against `$n`.
-            &prepared(
-                tx,
-                "SELECT count(*) FROM mail_deliveries
-                 WHERE admin_id = $1 AND kind = 'setup' AND state = ANY($2)
-                   AND created_at > now() - interval '1 hour' AND event_id <> $3",
-            )
-            .await?,
-            &[&admin_id, &counted, &event_id],
-        )
-        .await
-        .context("counting recent Set Up MFA emails")?;
-    Ok(row.get(0))
-}
-
-/// Stores the link's hash; a retry replaces the token, so an undelivered one never works.
-async fn store_link(
-    tx: &deadpool_postgres::Transaction<'_>,
-    token: &Token,
-    subject: &Subject<'_>,
-    expires_at: DateTime<Utc>,
-) -> anyhow::Result<()> {
-    tx.execute(
-        &prepared(
-            tx,
-            "INSERT INTO mfa_setup_links (token_hash, event_id, admin_id, org_id, expires_at)
-             VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT (event_id) DO UPDATE
-               SET token_hash = EXCLUDED.token_hash, expires_at = EXCLUDED.expires_at",
-        )
-        .await?,
-        &[
-            &token.hash,
-            &subject.event_id,
-            &subject.intent.admin_id(),
-            &subject.org_id,
-            &expires_at,
-        ],
-    )
-    .await
-    .context("storing a Set Up MFA link")?;
-    Ok(())
-}
-
-/// Inserts or updates the row; `attempts` is added to the row's count. Returns the count.
-async fn upsert(
-    tx: &deadpool_postgres::Transaction<'_>,
-    subject: &Subject<'_>,
-    state: DeliveryState,
-    attempts: i32,
-    detail: Option<&str>,
-) -> anyhow::Result<i32> {
-    let kind = subject.intent.kind();
-    let row = tx
+    let client = db.client().await?;
+    let row = client
         .query_one(
             &prepared(
-                tx,
-                "INSERT INTO mail_deliveries (event_id, kind, admin_id, state, attempts, message_id, detail)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)
-                 ON CONFLICT (event_id, kind) DO UPDATE
-                   SET state = EXCLUDED.state, attempts = mail_deliveries.attempts + EXCLUDED.attempts,
-                       detail = EXCLUDED.detail, updated_at = now()
-                 RETURNING attempts",
+                &client,
+                "SELECT outcome, settled, reason, attempt, address
+                 FROM mail_claim($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
             )
             .await?,
             &[
                 &subject.event_id,
                 &kind.as_str(),
-                &subject.intent.admin_id(),
-                &state.as_str(),
-                &attempts,
+                &admin_id,
+                &subject.org_id,
                 &message_id(subject.event_id, kind),
-                &detail,
+                &skip.map(|reason| reason.as_str()),
+                &token.as_ref().map(|t| t.hash.as_slice()),
+                &expires_at,
+                &(SETUP_EMAILS_PER_HOUR as i32),
+                &LOCK_CLASS,
+                &admin_lock_key(admin_id),
             ],
         )
         .await
-        .context("writing the ledger")?;
-    Ok(row.get(0))
+        .context("claiming an email in the ledger")?;
+    let outcome: String = row.try_get(0)?;
+    Ok(match outcome.as_str() {
+        "settled" => {
+            let state: String = row.try_get(1)?;
+            Claim::Settled(
+                DeliveryState::parse(&state)
+                    .with_context(|| format!("unknown ledger state {state:?}"))?,
+            )
+        }
+        "interrupted" => Claim::Interrupted,
+        "skipped" => {
+            let reason: String = row.try_get(2)?;
+            Claim::Skipped(
+                SkipReason::parse(&reason)
+                    .with_context(|| format!("unknown reason {reason:?} not to send"))?,
+            )
+        }
+        "claimed" => {
+            let attempt: i32 = row.try_get(3)?;
+            let address: String = row.try_get(4)?;
+            match mailbox(admin_id, &address) {
+                Some(recipient) => Claim::Claimed(Claimed {
+                    attempt,
+                    recipient,
+                    token,
+                }),
+                None => {
+                    unclaim(&client, subject.event_id, kind, attempt).await?;
+                    Claim::Skipped(SkipReason::NoRecipient)
+                }
+            }
+        }
+        other => anyhow::bail!("mail_claim answered {other:?}"),
+    })
 }
 
-async fn set_state(
-    tx: &deadpool_postgres::Transaction<'_>,
+/// The admin's address as a mailbox, if it can be mailed.
+fn mailbox(admin_id: Uuid, address: &str) -> Option<lettre::message::Mailbox> {
+    match address.parse::<lettre::Address>() {
+        Ok(address) => Some(lettre::message::Mailbox::new(None, address)),
+        Err(e) => {
+            // The address itself is personal data: say which admin, not what.
+            tracing::warn!(admin_id = %admin_id, error = %e, "the admin's address cannot be mailed");
+            None
+        }
+    }
+}
+
+/// Takes back a claim whose address cannot be mailed: nothing was attempted, the row is
+/// `skipped` (no recipient) and the link is gone.
+async fn unclaim(
+    client: &deadpool_postgres::Object,
     event_id: Uuid,
     kind: MailKind,
-    state: DeliveryState,
-    detail: Option<&str>,
+    attempt: i32,
 ) -> anyhow::Result<()> {
-    tx.execute(
-        &prepared(
-            tx,
-            "UPDATE mail_deliveries SET state = $3, detail = $4, updated_at = now()
-             WHERE event_id = $1 AND kind = $2",
+    client
+        .execute(
+            &prepared(
+                client,
+                "WITH link AS (DELETE FROM mfa_setup_links WHERE event_id = $1)
+                 UPDATE mail_deliveries
+                    SET state = 'skipped', detail = $3, attempts = attempts - 1, updated_at = now()
+                  WHERE event_id = $1 AND kind = $2 AND attempts = $4",
+            )
+            .await?,
+            &[
+                &event_id,
+                &kind.as_str(),
+                &SkipReason::NoRecipient.as_str(),
+                &attempt,
+            ],
         )
-        .await?,
-        &[&event_id, &kind.as_str(), &state.as_str(), &detail],
-    )
-    .await
-    .context("updating the ledger")?;
+        .await
+        .context("taking back a claim")?;
     Ok(())
 }
 
