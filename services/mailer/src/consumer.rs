@@ -31,8 +31,13 @@ pub const FETCH_EXPIRY: Duration = Duration::from_secs(1);
 
 /// How long JetStream waits for an acknowledgement before delivering a message again. Handling
 /// one email takes at most the SMTP time-out (20 s by default); each message announces progress
-/// when its handling starts.
+/// when its handling starts late ([`PROGRESS_AFTER`]).
 pub const ACK_WAIT: Duration = Duration::from_secs(60);
+
+/// A message whose handling starts later than this after its fetch began first announces progress,
+/// so the ack wait starts again: one that starts sooner has more than twice the SMTP time-out
+/// left, and announcing it would cost a publish per email.
+pub const PROGRESS_AFTER: Duration = Duration::from_secs(15);
 
 /// Messages delivered but not acknowledged, at most (failed emails waiting for a retry count).
 pub const MAX_ACK_PENDING: i64 = 1_000;
@@ -100,7 +105,7 @@ impl Consumer {
                         break;
                     }
                 }
-                Ok(messages) => self.process(messages).await,
+                Ok(messages) => self.process(messages, started).await,
                 Err(e) => {
                     failures = failures.saturating_add(1);
                     tracing::warn!(error = %format!("{e:#}"), "fetching from JetStream failed; the mailer reconnects");
@@ -147,8 +152,9 @@ impl Consumer {
             .unwrap_or_else(|_| Err(anyhow!("JetStream did not answer within 5 s")))
     }
 
-    /// Handles a fetched batch, a few emails at a time.
-    async fn process(&self, messages: Vec<jetstream::Message>) {
+    /// Handles a batch fetched from `fetched` on (the ack wait of each of its messages began
+    /// after that), a few emails at a time.
+    async fn process(&self, messages: Vec<jetstream::Message>, fetched: Instant) {
         let mut seen = HashSet::new();
         let mut work = Vec::with_capacity(messages.len());
         for message in messages {
@@ -173,8 +179,10 @@ impl Consumer {
                     settle(&message, AckKind::Nak(None)).await;
                     return;
                 }
-                // The ack wait starts again: this one is being worked on.
-                settle(&message, AckKind::Progress).await;
+                if fetched.elapsed() > PROGRESS_AFTER {
+                    // The ack wait starts again: this one is being worked on.
+                    settle(&message, AckKind::Progress).await;
+                }
                 let kind = match self.mailer.handle(&envelope).await {
                     Ok(Disposition::Done) => AckKind::Ack,
                     Ok(Disposition::RetryAfter(delay)) => AckKind::Nak(Some(delay)),
