@@ -452,6 +452,65 @@ async fn every_reset_request_sends_a_set_up_mfa_email_but_not_a_fourth_within_th
 }
 
 #[tokio::test]
+async fn an_admin_who_cannot_be_mailed_gets_no_email_and_no_working_link() {
+    let world = World::new().await;
+    let server = SmtpServer::start().await;
+    let mailer = world.start_mailer(smtp_transport(&server));
+
+    let (mailable, _) = world.create_admin(false).await;
+    let (removed, _) = world.create_admin(false).await;
+    let (unmailable, _) = world.create_admin(false).await;
+    let client = world.env.db.pool.get().await.expect("a connection");
+    client
+        .execute(
+            "UPDATE admin_credentials SET removed_at = now() WHERE admin_id = $1",
+            &[&removed.id],
+        )
+        .await
+        .expect("removing an admin's credentials");
+    // An address that no mail system takes, written past the domain's checks.
+    client
+        .execute(
+            "UPDATE admin_credentials SET email = 'not an address' WHERE admin_id = $1",
+            &[&unmailable.id],
+        )
+        .await
+        .expect("spoiling an admin's address");
+    let sent = world.require_mfa(&mailable).await;
+    let not_sent = [
+        world.require_mfa(&removed).await,
+        world.require_mfa(&unmailable).await,
+    ];
+
+    world.await_mailer_idle().await;
+    let mails = await_mails(&server, 1).await;
+    assert_eq!(setup_emails_to(&mails, &mailable).len(), 1);
+    let row = world.ledger(sent.id, "setup").await.expect("a ledger row");
+    assert_eq!((row.state.as_str(), row.attempts), ("sent", 1));
+    for event in &not_sent {
+        let row = world.ledger(event.id, "setup").await.expect("a ledger row");
+        assert_eq!(
+            (row.state.as_str(), row.attempts, row.detail.as_deref()),
+            ("skipped", 0, Some("no recipient")),
+            "nothing was attempted for {}",
+            event.id
+        );
+        let links: i64 = client
+            .query_one(
+                "SELECT count(*) FROM mfa_setup_links WHERE event_id = $1",
+                &[&event.id],
+            )
+            .await
+            .expect("counting links")
+            .get(0);
+        assert_eq!(links, 0, "no link is kept for an email never sent");
+    }
+
+    mailer.stop().await;
+    world.relay.stop().await;
+}
+
+#[tokio::test]
 async fn completing_enrollment_sends_totp_mfa_reset_was_successful() {
     let world = World::new().await;
     let server = SmtpServer::start().await;

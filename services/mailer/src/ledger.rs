@@ -215,10 +215,14 @@ async fn unclaim(
         .execute(
             &prepared(
                 client,
-                "WITH link AS (DELETE FROM mfa_setup_links WHERE event_id = $1)
-                 UPDATE mail_deliveries
-                    SET state = 'skipped', detail = $3, attempts = attempts - 1, updated_at = now()
-                  WHERE event_id = $1 AND kind = $2 AND attempts = $4",
+                "WITH taken AS (
+                     UPDATE mail_deliveries
+                        SET state = 'skipped', detail = $3, attempts = attempts - 1,
+                            updated_at = now()
+                      WHERE event_id = $1 AND kind = $2 AND attempts = $4
+                     RETURNING event_id
+                 )
+                 DELETE FROM mfa_setup_links WHERE event_id IN (SELECT event_id FROM taken)",
             )
             .await?,
             &[
