@@ -167,11 +167,17 @@ impl Mailer {
                 if stored.id != envelope.id || stored.event_type != envelope.event_type {
                     return Ok(None);
                 }
-                let (Ok(event), Some(at)) = read else {
+                let (Ok(event), at) = read else {
                     return Ok(None);
                 };
                 let before = state.clone();
-                state = state.evolve(&event, at);
+                match at {
+                    Some(at) => state = state.evolve(&event, at),
+                    None => {
+                        tracing::debug!(event_id = %stored.id, "not folding an event the mailer cannot read")
+                    }
+                }
+                // What a read from the stream's start would fold, so the next event may start here.
                 self.kept.keep(
                     admin_id,
                     &Loaded {
