@@ -7,7 +7,8 @@ use gatehouse_domain::{AdminId, AdminState, OrgId, OrgState};
 use gatehouse_events::Envelope;
 use gatehouse_events::types::Aggregate;
 use gatehouse_store::Db;
-pub use gatehouse_store::kept::{Loaded, States};
+pub use gatehouse_store::kept::Loaded;
+use gatehouse_store::kept::States;
 use gatehouse_store::read::Stream;
 use uuid::Uuid;
 

@@ -110,6 +110,8 @@ impl SkipReason {
         SkipReason::ALL.into_iter().find(|r| r.as_str() == s)
     }
 
+    /// The ledger's name for the reason. `mail_claim` (migration V7) writes two of them itself,
+    /// "no recipient" and "rate limited"; [`crate::ledger::claim`] parses them back.
     pub fn as_str(&self) -> &'static str {
         match self {
             SkipReason::LinkExpired => "link expired",

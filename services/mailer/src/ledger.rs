@@ -21,7 +21,7 @@ use uuid::Uuid;
 use crate::intent::{Intent, MailKind, SkipReason};
 
 /// Set Up MFA emails per admin per rolling hour, at most.
-pub const SETUP_EMAILS_PER_HOUR: i64 = 3;
+pub const SETUP_EMAILS_PER_HOUR: i32 = 3;
 
 /// First key of the advisory locks that serialise claims per admin ("mail").
 const LOCK_CLASS: i32 = 0x6d61_696c;
@@ -148,7 +148,7 @@ pub async fn claim(
                 &skip.map(|reason| reason.as_str()),
                 &token.as_ref().map(|t| t.hash.as_slice()),
                 &expires_at,
-                &(SETUP_EMAILS_PER_HOUR as i32),
+                &SETUP_EMAILS_PER_HOUR,
                 &LOCK_CLASS,
                 &admin_lock_key(admin_id),
             ],
