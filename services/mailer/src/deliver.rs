@@ -162,21 +162,16 @@ impl Mailer {
             if stored.position > envelope.position {
                 break;
             }
-            let read = (stored.event(), stored.occurred_at());
+            let event = stored.event();
             if stored.position == envelope.position {
                 if stored.id != envelope.id || stored.event_type != envelope.event_type {
                     return Ok(None);
                 }
-                let (Ok(event), at) = read else {
+                let Ok(event) = event else {
                     return Ok(None);
                 };
                 let before = state.clone();
-                match at {
-                    Some(at) => state = state.evolve(&event, at),
-                    None => {
-                        tracing::debug!(event_id = %stored.id, "not folding an event the mailer cannot read")
-                    }
-                }
+                state = fold(state, stored, Some(&event));
                 // What a read from the stream's start would fold, so the next event may start here.
                 self.kept.keep(
                     admin_id,
@@ -187,12 +182,7 @@ impl Mailer {
                 );
                 return Ok(Some((before, state, event)));
             }
-            match read {
-                (Ok(e), Some(t)) => state = state.evolve(&e, t),
-                _ => {
-                    tracing::debug!(event_id = %stored.id, "not folding an event the mailer cannot read")
-                }
-            }
+            state = fold(state, stored, event.as_ref().ok());
         }
         Ok(None)
     }
@@ -308,6 +298,17 @@ impl Mailer {
                 }
                 Err(e) => return Err(e),
             }
+        }
+    }
+}
+
+/// `state` after the stored event (decoded as `event`), or unchanged if the mailer cannot read it.
+fn fold(state: AdminState, stored: &Envelope, event: Option<&Event>) -> AdminState {
+    match (event, stored.occurred_at()) {
+        (Some(event), Some(at)) => state.evolve(event, at),
+        _ => {
+            tracing::debug!(event_id = %stored.id, "not folding an event the mailer cannot read");
+            state
         }
     }
 }
