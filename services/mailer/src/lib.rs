@@ -21,6 +21,7 @@ pub mod consumer;
 pub mod deliver;
 pub mod intent;
 pub mod ledger;
+pub mod maildir;
 pub mod telemetry;
 pub mod transport;
 

@@ -1,12 +1,10 @@
 //! Handing a message to SMTP or writing it into a Maildir.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-
-use anyhow::{Context, anyhow};
+use anyhow::anyhow;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use crate::config::{MailerConfig, Transport};
+use crate::maildir::Maildir;
 
 /// Why a message was not (or may not have been) delivered.
 #[derive(Debug)]
@@ -55,7 +53,7 @@ fn is_connection_error(e: &lettre::transport::smtp::Error) -> bool {
 #[derive(Clone)]
 pub enum Sender {
     Smtp(AsyncSmtpTransport<Tokio1Executor>),
-    Maildir(PathBuf),
+    Maildir(Maildir),
 }
 
 impl Sender {
@@ -69,7 +67,7 @@ impl Sender {
                     builder.timeout(Some(cfg.smtp_timeout)).build(),
                 ))
             }
-            Transport::Maildir { dir } => Ok(Sender::Maildir(dir.clone())),
+            Transport::Maildir { dir } => Ok(Sender::Maildir(Maildir::start(dir.clone())?)),
         }
     }
 
@@ -77,57 +75,17 @@ impl Sender {
     pub async fn send(&self, message: Message, name: &str) -> Result<(), SendError> {
         match self {
             Sender::Smtp(smtp) => smtp.send(message).await.map(drop).map_err(|e| classify(&e)),
-            Sender::Maildir(dir) => {
-                let dir = dir.clone();
-                let name = name.to_owned();
-                let bytes = message.formatted();
-                tokio::task::spawn_blocking(move || write_maildir(&dir, &name, &bytes))
-                    .await
-                    .map_err(|e| SendError::Transient(format!("maildir: {e}")))?
-                    .map_err(|e| SendError::Transient(format!("maildir: {e:#}")))
-            }
+            Sender::Maildir(maildir) => maildir
+                .deliver(name, message.formatted())
+                .await
+                .map_err(|e| SendError::Transient(format!("maildir: {e}"))),
         }
     }
-}
-
-/// Writes one message the Maildir way: into `tmp/`, flushed, then renamed into `new/`, so a
-/// reader never sees half a message. The same name twice replaces the file: one email, one file.
-pub fn write_maildir(dir: &Path, name: &str, bytes: &[u8]) -> anyhow::Result<()> {
-    for sub in ["tmp", "new", "cur"] {
-        std::fs::create_dir_all(dir.join(sub))
-            .with_context(|| format!("creating {}", dir.join(sub).display()))?;
-    }
-    let tmp = dir.join("tmp").join(name);
-    let new = dir.join("new").join(name);
-    let mut file =
-        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    drop(file);
-    std::fs::rename(&tmp, &new)
-        .with_context(|| format!("moving the message into {}", new.display()))?;
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_maildir_gets_one_file_per_name_in_new() {
-        let dir = std::env::temp_dir().join(format!("gh-maildir-{}", uuid::Uuid::new_v4()));
-        write_maildir(&dir, "a.setup", b"Subject: one\r\n\r\nx\r\n").expect("written");
-        write_maildir(&dir, "a.setup", b"Subject: two\r\n\r\nx\r\n").expect("written");
-        let new: Vec<_> = std::fs::read_dir(dir.join("new"))
-            .expect("new/")
-            .filter_map(Result::ok)
-            .collect();
-        assert_eq!(new.len(), 1);
-        assert!(dir.join("cur").is_dir());
-        assert_eq!(std::fs::read_dir(dir.join("tmp")).expect("tmp/").count(), 0);
-        let _ = std::fs::remove_dir_all(&dir);
-    }
 
     #[test]
     fn a_plain_smtp_url_builds_and_a_bad_one_does_not_leak() {
