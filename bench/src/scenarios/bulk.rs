@@ -9,7 +9,7 @@ use anyhow::{Context, ensure};
 use hyper::Method;
 use serde_json::json;
 
-use super::{Stage, caught_up};
+use super::{Stage, settle};
 use crate::ceiling;
 use crate::load;
 use crate::report::{Row, quantile};
@@ -24,14 +24,20 @@ pub async fn measure(stage: &Stage<'_>) -> anyhow::Result<Vec<Row>> {
     let (org, admins) = stage.widget.as_ref().context("no widget organisation")?;
     let mut ours = Vec::with_capacity(REPEATS);
     for ids in admins.chunks_exact(ADMINS).take(REPEATS) {
-        let (secs, position) = bulk(stage, &org.key, ids).await?;
+        let secs = bulk(stage, &org.key, ids).await?;
         println!(
             "bulk require-mfa of {ADMINS}: {secs:.2} s ({:.0} rows/s)",
             ADMINS as f64 / secs
         );
         ours.push(ADMINS as f64 / secs);
-        // Its emails and read-model updates are not the next request's to pay for.
-        caught_up(stage, &org.key, position).await?;
+        // Its emails and read-model updates are not the next request's to pay for: the
+        // 10,000 Set Up MFA emails take longer to send than the request took to decide.
+        let settling = Instant::now();
+        settle(stage).await?;
+        println!(
+            "  its emails and read models done {:.1} s later",
+            settling.elapsed().as_secs_f64()
+        );
     }
     ensure!(
         !ours.is_empty(),
@@ -58,8 +64,8 @@ pub async fn measure(stage: &Stage<'_>) -> anyhow::Result<Vec<Row>> {
     ])
 }
 
-/// One bulk request; answers its seconds and its last event's position.
-async fn bulk(stage: &Stage<'_>, key: &str, ids: &[uuid::Uuid]) -> anyhow::Result<(f64, i64)> {
+/// One bulk request; answers its seconds.
+async fn bulk(stage: &Stage<'_>, key: &str, ids: &[uuid::Uuid]) -> anyhow::Result<f64> {
     let request = load::request(
         Method::POST,
         "/api/v1/admins/require-mfa",
@@ -76,5 +82,5 @@ async fn bulk(stage: &Stage<'_>, key: &str, ids: &[uuid::Uuid]) -> anyhow::Resul
         "the bulk required {required} admins, not {}",
         ids.len()
     );
-    Ok((secs, answer.position()?))
+    Ok(secs)
 }

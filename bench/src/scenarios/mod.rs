@@ -214,7 +214,7 @@ async fn settle_or_say(stage: &Stage<'_>) {
 /// the store's head, and the mailer's consumer with nothing pending or unacknowledged (a
 /// command scenario leaves thousands of Set Up MFA emails to send). Otherwise that work would
 /// share the machine with the next group's load and count against it.
-async fn settle(stage: &Stage<'_>) -> anyhow::Result<()> {
+pub async fn settle(stage: &Stage<'_>) -> anyhow::Result<()> {
     let key = match (&stage.widget, &stage.fleets, &stage.lag) {
         (Some((org, _)), _, _) | (_, _, Some((org, _))) => org.key.clone(),
         (None, Some((fleet, _)), None) => fleet.key(0),
