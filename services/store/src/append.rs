@@ -14,11 +14,12 @@ use std::collections::HashMap;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{GenericClient, Transaction};
+use gatehouse_events::chain::canonical_json;
 use gatehouse_events::envelope::EnvelopeParts;
 use gatehouse_events::types::Aggregate;
 use gatehouse_events::{Actor, Chain, Envelope, Event};
 use tokio_postgres::error::SqlState;
-use tokio_postgres::types::ToSql;
+use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 use uuid::Uuid;
 
 use crate::Db;
@@ -300,7 +301,7 @@ struct Planned {
     appended: Appended,
     org: Uuid,
     time: DateTime<Utc>,
-    bodies: Vec<serde_json::Value>,
+    bodies: Vec<JsonText>,
     /// The stream of each event.
     streams: Vec<Uuid>,
     /// Each stream written, with its kind and version after the append.
@@ -426,6 +427,7 @@ impl Heads {
             envelopes: Vec::with_capacity(req.events.len()),
             chains: Vec::with_capacity(req.events.len()),
         };
+        let mut bodies = Vec::with_capacity(req.events.len());
         for (i, event) in req.events.iter().enumerate() {
             let stream = event.stream_id();
             let kind = match event.aggregate() {
@@ -444,16 +446,14 @@ impl Heads {
                 auth_method: req.auth_method,
             };
             let envelope = Envelope::new(&parts, event, self.position + 1 + i as i64, *version);
-            chain = chain.next(&envelope).context("hashing an envelope")?;
+            // Encoded once: the canonical JSON is both what the chain hashes and the stored body.
+            let value = serde_json::to_value(&envelope).context("encoding an envelope")?;
+            let canonical = canonical_json(&value).context("hashing an envelope")?;
+            chain = chain.next_canonical(&canonical);
+            bodies.push(JsonText(canonical));
             appended.envelopes.push(envelope);
             appended.chains.push(chain);
         }
-        let bodies = appended
-            .envelopes
-            .iter()
-            .map(serde_json::to_value)
-            .collect::<Result<_, _>>()
-            .context("encoding envelopes")?;
         Ok(Planned {
             appended,
             org: req.org_id,
@@ -499,6 +499,31 @@ impl Heads {
     }
 }
 
+/// A JSON document already encoded, bound as `json` or `jsonb` without decoding it again.
+#[derive(Debug)]
+struct JsonText(Vec<u8>);
+
+impl ToSql for JsonText {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        if *ty == Type::JSONB {
+            // The binary jsonb format: a version byte, then the text.
+            out.extend_from_slice(&[1]);
+        }
+        out.extend_from_slice(&self.0);
+        Ok(IsNull::No)
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        matches!(*ty, Type::JSON | Type::JSONB)
+    }
+
+    to_sql_checked!();
+}
+
 /// The events of a batch's admitted appends, column by column.
 #[derive(Default)]
 struct Rows {
@@ -509,7 +534,7 @@ struct Rows {
     ids: Vec<Uuid>,
     types: Vec<String>,
     times: Vec<DateTime<Utc>>,
-    bodies: Vec<serde_json::Value>,
+    bodies: Vec<JsonText>,
     chains: Vec<Vec<u8>>,
 }
 
