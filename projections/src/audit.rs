@@ -10,11 +10,11 @@
 use std::collections::HashMap;
 
 use anyhow::{Context, anyhow};
-use bytes::BufMut;
 use chrono::{DateTime, Utc};
 use gatehouse_events::audit::{self, AuditRecord};
 use gatehouse_events::{Actor, Envelope, Event};
-use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
+use gatehouse_store::JsonText;
+use tokio_postgres::types::Type;
 use uuid::Uuid;
 
 use crate::batch::exec;
@@ -269,30 +269,6 @@ impl Rows {
         self.record.push(json);
         Ok(())
     }
-}
-
-/// A JSON document serialised once, straight to its text, and bound as `json` (whose binary
-/// form is the text itself): no `serde_json::Value` tree is built and walked again for each
-/// record. A `jsonb` column (a model created before the record became `json`) takes it
-/// through Postgres's assignment cast.
-#[derive(Debug)]
-struct JsonText(Vec<u8>);
-
-impl ToSql for JsonText {
-    fn to_sql(
-        &self,
-        _: &Type,
-        out: &mut bytes::BytesMut,
-    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
-        out.put_slice(&self.0);
-        Ok(IsNull::No)
-    }
-
-    fn accepts(ty: &Type) -> bool {
-        *ty == Type::JSON
-    }
-
-    to_sql_checked!();
 }
 
 #[cfg(test)]

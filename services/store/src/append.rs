@@ -19,10 +19,11 @@ use gatehouse_events::envelope::EnvelopeParts;
 use gatehouse_events::types::Aggregate;
 use gatehouse_events::{Actor, Chain, Envelope, Event};
 use tokio_postgres::error::SqlState;
-use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
+use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use crate::Db;
+use crate::json_text::JsonText;
 
 /// What a writer expects of a stream's version when it appends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -497,31 +498,6 @@ impl Heads {
         self.position = last;
         rows.push(planned)
     }
-}
-
-/// A JSON document already encoded, bound as `json` or `jsonb` without decoding it again.
-#[derive(Debug)]
-struct JsonText(Vec<u8>);
-
-impl ToSql for JsonText {
-    fn to_sql(
-        &self,
-        ty: &Type,
-        out: &mut bytes::BytesMut,
-    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
-        if *ty == Type::JSONB {
-            // The binary jsonb format: a version byte, then the text.
-            out.extend_from_slice(&[1]);
-        }
-        out.extend_from_slice(&self.0);
-        Ok(IsNull::No)
-    }
-
-    fn accepts(ty: &Type) -> bool {
-        matches!(*ty, Type::JSON | Type::JSONB)
-    }
-
-    to_sql_checked!();
 }
 
 /// The events of a batch's admitted appends, column by column.

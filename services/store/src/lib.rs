@@ -8,6 +8,7 @@
 //! - [`read`]: reading streams, an organisation's history and everything after a position.
 //! - [`audit`]: an organisation's history in keyset batches for exports, and its hash chain
 //!   recomputed from the stored envelopes.
+//! - [`json_text`]: a JSON document bound as it was encoded.
 //! - [`retry`]: the pause between attempts to reach a service that failed.
 //!
 //! Appends are serialised on one row lock (`store_head`), so positions are handed out in commit
@@ -17,6 +18,7 @@ pub mod append;
 pub mod audit;
 pub mod db;
 pub mod group;
+pub mod json_text;
 pub mod kept;
 pub mod read;
 pub mod retry;
@@ -24,6 +26,7 @@ pub mod retry;
 pub use append::{AppendError, AppendRequest, Appended, Expected, Statement};
 pub use db::{Db, DbConfig, Listener};
 pub use group::GroupAppender;
+pub use json_text::JsonText;
 pub use read::{Recorded, StreamKind};
 
 /// The Postgres channel on which every append notifies its last position.
