@@ -4,6 +4,7 @@
 
 use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
+use serde::de::value::MapDeserializer;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -347,8 +348,12 @@ impl Event {
     pub fn decode(event_type: &str, data: &serde_json::Value) -> Result<Event, DecodeError> {
         let (event_type, data) =
             crate::upcast::to_current(crate::upcast::UPCASTERS, event_type, data)?;
-        let tagged = serde_json::json!({ "type": event_type, "data": data });
-        serde_json::from_value(tagged).map_err(|e| {
+        // The adjacently tagged enum is read straight from a two-entry map over the borrowed
+        // `data`, rather than from a `json!` copy of it (a bulk append decodes thousands).
+        let tag = serde_json::Value::String(event_type.to_string());
+        let entries = [("type", &tag), ("data", data.as_ref())];
+        let tagged = MapDeserializer::<_, serde_json::Error>::new(entries.into_iter());
+        Event::deserialize(tagged).map_err(|e| {
             if e.to_string().starts_with("unknown variant") {
                 DecodeError::UnknownType(event_type.to_string())
             } else {

@@ -427,3 +427,76 @@ async fn a_batch_checks_each_append_against_the_ones_before_it_and_keeps_each_or
         .expect("the append after the batch");
     assert_eq!(next.envelopes[0].streamversion, 3);
 }
+
+#[tokio::test]
+async fn a_read_of_thousands_of_streams_answers_each_whole_and_in_order_after_its_version() {
+    // Enough streams that the read is split into slices read at once (services/store/src/read.rs).
+    const ADMINS: usize = 2_500;
+    let env = TestEnv::new().await;
+    let org = Uuid::now_v7();
+    let admins: Vec<Uuid> = (0..ADMINS).map(|_| Uuid::now_v7()).collect();
+    let mut envelopes = Vec::new();
+    let mut created = vec![org_created(org)];
+    created.extend(admins.iter().map(|&a| admin_created(a)));
+    let first = env
+        .db
+        .append(request(org, created, vec![(org, Expected::NoStream)]))
+        .await
+        .expect("the admins");
+    envelopes.extend(first.envelopes);
+    // Every second admin gains a version 2, every sixth a version 3 as well.
+    let required = admins.iter().step_by(2).map(|&admin_id| {
+        Event::MfaRequired(MfaRequired {
+            admin_id,
+            source: RequirementSource::Admin,
+        })
+    });
+    let removed = admins.iter().step_by(6).map(|&admin_id| {
+        Event::MfaRequirementRemoved(gatehouse_events::types::AdminRef { admin_id })
+    });
+    for events in [required.collect::<Vec<_>>(), removed.collect()] {
+        let appended = env
+            .db
+            .append(request(org, events, vec![]))
+            .await
+            .expect("more versions");
+        envelopes.extend(appended.envelopes);
+    }
+
+    // Each admin read after a version of its own (0, 1 or 2); one id twice, one unknown.
+    let after = |i: usize| (i % 3) as i64;
+    let mut asked: Vec<(Uuid, i64)> = admins
+        .iter()
+        .enumerate()
+        .map(|(i, &a)| (a, after(i)))
+        .collect();
+    asked.push((admins[0], after(0)));
+    asked.push((Uuid::now_v7(), 0));
+    let read = env.db.read_streams_after(&asked).await.expect("the read");
+
+    let mut expected_streams = 0;
+    for (i, admin) in admins.iter().enumerate() {
+        let expected: Vec<_> = envelopes
+            .iter()
+            .filter(|e| e.subject == format!("admins/{admin}") && e.streamversion > after(i))
+            .cloned()
+            .collect();
+        match read.get(admin) {
+            None => assert!(expected.is_empty(), "admin {i} is missing from the read"),
+            Some(stream) => {
+                expected_streams += 1;
+                assert_eq!(stream.org_id, org);
+                assert_eq!(stream.events, expected, "admin {i}'s events");
+                assert_eq!(
+                    stream.version,
+                    expected.last().map_or(0, |e| e.streamversion),
+                    "admin {i}'s version"
+                );
+            }
+        }
+    }
+    assert_eq!(read.len(), expected_streams, "only the admins' streams");
+    // Read whole (a third) or after version 1 with a version 2 (a sixth); none of the rest.
+    let whole_or_after_one = (0..ADMINS).filter(|i| i % 3 == 0 || i % 6 == 4).count();
+    assert_eq!(expected_streams, whole_or_after_one);
+}

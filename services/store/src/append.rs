@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{GenericClient, Transaction};
-use gatehouse_events::chain::canonical_json;
+use gatehouse_events::chain::envelope_canonical_json;
 use gatehouse_events::envelope::EnvelopeParts;
 use gatehouse_events::types::Aggregate;
 use gatehouse_events::{Actor, Chain, Envelope, Event};
@@ -448,8 +448,7 @@ impl Heads {
             };
             let envelope = Envelope::new(&parts, event, self.position + 1 + i as i64, *version);
             // Encoded once: the canonical JSON is both what the chain hashes and the stored body.
-            let value = serde_json::to_value(&envelope).context("encoding an envelope")?;
-            let canonical = canonical_json(&value).context("hashing an envelope")?;
+            let canonical = envelope_canonical_json(&envelope).context("hashing an envelope")?;
             chain = chain.next_canonical(&canonical);
             bodies.push(JsonText(canonical));
             appended.envelopes.push(envelope);
