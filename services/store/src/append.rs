@@ -25,6 +25,10 @@ use uuid::Uuid;
 use crate::Db;
 use crate::json_text::JsonText;
 
+pub(crate) mod pipelined;
+
+use pipelined::Tip;
+
 /// What a writer expects of a stream's version when it appends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Expected {
@@ -141,19 +145,24 @@ pub async fn append_all(
     tx: &Transaction<'_>,
     requests: Vec<AppendRequest>,
 ) -> Result<Vec<Result<Appended, AppendError>>, AppendError> {
-    append_batch(tx, requests, Framing::Caller).await
+    let (results, _) = append_batch(tx, requests, Framing::Caller).await?;
+    Ok(results)
 }
 
 /// Appends the requests as [`append_all`] does, in a transaction of its own on `client`: its
 /// `BEGIN` goes in the same round trip as the lock and the heads read, its `COMMIT` in the same
 /// round trip as the writes (a failed write aborts the transaction, and Postgres answers the
 /// `COMMIT` behind it with a rollback). After an outer error the transaction's state is unknown:
-/// the caller must not reuse the connection.
+/// the caller must not reuse the connection. Once committed, `tip` learns the heads the batch
+/// read and left.
 pub(crate) async fn append_group(
     client: &deadpool_postgres::Client,
     requests: Vec<AppendRequest>,
+    tip: &mut Tip,
 ) -> Result<Vec<Result<Appended, AppendError>>, AppendError> {
-    append_batch(client, requests, Framing::Own).await
+    let (results, heads) = append_batch(client, requests, Framing::Own).await?;
+    tip.learn(&heads);
+    Ok(results)
 }
 
 /// Who begins and ends a batch's transaction.
@@ -189,11 +198,14 @@ async fn frame<C: GenericClient>(
     }
 }
 
+/// The outcome of each request, and the heads as the batch left them.
+type BatchOutcome = (Vec<Result<Appended, AppendError>>, Heads);
+
 async fn append_batch<C: GenericClient>(
     tx: &C,
     requests: Vec<AppendRequest>,
     framing: Framing,
-) -> Result<Vec<Result<Appended, AppendError>>, AppendError> {
+) -> Result<BatchOutcome, AppendError> {
     // Alone, a refused request's transaction is rolled back whole (by its caller, or here when
     // the batch owns it): no savepoint needed.
     let isolate = requests.len() > 1;
@@ -220,7 +232,7 @@ async fn append_batch<C: GenericClient>(
                     frame(tx, framing.end("ROLLBACK"))
                         .await
                         .map_err(|e| map_db_error(e, "ending a refused append"))?;
-                    return Ok(vec![Err(refused)]);
+                    return Ok((vec![Err(refused)], heads));
                 }
                 results.push(Err(refused));
                 continue;
@@ -232,7 +244,7 @@ async fn append_batch<C: GenericClient>(
         results.push(Ok(heads.admit(planned, &mut rows)));
     }
     rows.write(tx, &heads, framing).await?;
-    Ok(results)
+    Ok((results, heads))
 }
 
 async fn savepoint<C: GenericClient>(tx: &C, sql: &'static str) -> Result<(), AppendError> {
@@ -547,83 +559,137 @@ impl Rows {
         heads: &Heads,
         framing: Framing,
     ) -> Result<(), AppendError> {
-        if self.positions.is_empty() {
+        let Some(writes) = Writes::new(self, heads) else {
             return frame(tx, framing.end("COMMIT"))
                 .await
                 .map_err(|e| map_db_error(e, "committing appends"));
-        }
-        let mut stream_ids = Vec::new();
-        let mut stream_orgs = Vec::new();
-        let mut stream_kinds = Vec::new();
-        let mut stream_versions = Vec::new();
-        for (id, head) in &heads.streams {
-            if let Some(kind) = head.written {
-                stream_ids.push(*id);
-                stream_orgs.push(head.org);
-                stream_kinds.push(kind);
-                stream_versions.push(head.version);
-            }
-        }
-        let mut org_ids = Vec::new();
-        let mut org_chains = Vec::new();
-        let mut org_lasts = Vec::new();
-        let mut org_added = Vec::new();
-        for (id, head) in &heads.orgs {
-            if head.added > 0 {
-                org_ids.push(*id);
-                org_chains.push(head.chain.0.to_vec());
-                org_lasts.push(head.last);
-                org_added.push(head.added);
-            }
-        }
-        let channel = crate::EVENTS_CHANNEL;
-        let last = heads.position.to_string();
-        let event_params: [&(dyn ToSql + Sync); 9] = [
-            &self.positions,
-            &self.orgs,
-            &self.streams,
-            &self.versions,
-            &self.ids,
-            &self.types,
-            &self.times,
-            &self.bodies,
-            &self.chains,
-        ];
-        let stream_params: [&(dyn ToSql + Sync); 4] =
-            [&stream_ids, &stream_orgs, &stream_kinds, &stream_versions];
-        let org_params: [&(dyn ToSql + Sync); 4] = [&org_ids, &org_chains, &org_lasts, &org_added];
-        let head_params: [&(dyn ToSql + Sync); 1] = [&heads.position];
-        let notify_params: [&(dyn ToSql + Sync); 2] = [&channel, &last];
-        let [events, streams, orgs, head, notify] = prepare(
-            tx,
-            [
-                "INSERT INTO events (position, org_id, stream_id, stream_version, event_id, event_type, occurred_at, envelope, chain)
-                 SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::uuid[], $4::bigint[], $5::uuid[], $6::text[], $7::timestamptz[], $8::jsonb[], $9::bytea[])",
-                "INSERT INTO streams (stream_id, org_id, kind, version)
-                 SELECT s, o, k::stream_kind, v FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::bigint[]) AS x(s, o, k, v)
-                 ON CONFLICT (stream_id) DO UPDATE SET version = EXCLUDED.version",
-                "INSERT INTO org_chains (org_id, head, last_position, events)
-                 SELECT * FROM unnest($1::uuid[], $2::bytea[], $3::bigint[], $4::bigint[])
-                 ON CONFLICT (org_id) DO UPDATE
-                 SET head = EXCLUDED.head, last_position = EXCLUDED.last_position,
-                     events = org_chains.events + EXCLUDED.events",
-                "UPDATE store_head SET last_position = $1",
-                "SELECT pg_notify($1, $2)",
-            ],
-        )
-        .await
-        .map_err(|e| map_db_error(e, "preparing the writes"))?;
+        };
+        let statements = prepare(tx, WRITES)
+            .await
+            .map_err(|e| map_db_error(e, "preparing the writes"))?;
         // In this order on one connection: the commit, when the batch owns its transaction,
         // follows every write.
         futures::try_join!(
-            tx.execute(&events, &event_params),
-            tx.execute(&streams, &stream_params),
-            tx.execute(&orgs, &org_params),
-            tx.execute(&head, &head_params),
-            tx.execute(&notify, &notify_params),
+            writes.run(tx, &statements),
             frame(tx, framing.end("COMMIT")),
         )
         .map_err(|e| map_db_error(e, "writing events"))?;
+        Ok(())
+    }
+}
+
+/// The statements that write a batch, in the order [`Writes::run`] sends them.
+const WRITES: [&str; 5] = [
+    "INSERT INTO events (position, org_id, stream_id, stream_version, event_id, event_type, occurred_at, envelope, chain)
+     SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::uuid[], $4::bigint[], $5::uuid[], $6::text[], $7::timestamptz[], $8::jsonb[], $9::bytea[])",
+    "INSERT INTO streams (stream_id, org_id, kind, version)
+     SELECT s, o, k::stream_kind, v FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::bigint[]) AS x(s, o, k, v)
+     ON CONFLICT (stream_id) DO UPDATE SET version = EXCLUDED.version",
+    "INSERT INTO org_chains (org_id, head, last_position, events)
+     SELECT * FROM unnest($1::uuid[], $2::bytea[], $3::bigint[], $4::bigint[])
+     ON CONFLICT (org_id) DO UPDATE
+     SET head = EXCLUDED.head, last_position = EXCLUDED.last_position,
+         events = org_chains.events + EXCLUDED.events",
+    "UPDATE store_head SET last_position = $1",
+    "SELECT pg_notify($1, $2)",
+];
+
+/// A batch's writes, ready to send: its events, and the heads its admitted appends left.
+pub(crate) struct Writes {
+    rows: Rows,
+    stream_ids: Vec<Uuid>,
+    stream_orgs: Vec<Uuid>,
+    stream_kinds: Vec<&'static str>,
+    stream_versions: Vec<i64>,
+    org_ids: Vec<Uuid>,
+    org_chains: Vec<Vec<u8>>,
+    org_lasts: Vec<i64>,
+    org_added: Vec<i64>,
+    position: i64,
+    last: String,
+}
+
+impl Writes {
+    /// The writes of the admitted appends, as `heads` holds them after their admission; none
+    /// when no append was admitted.
+    fn new(rows: Rows, heads: &Heads) -> Option<Writes> {
+        if rows.positions.is_empty() {
+            return None;
+        }
+        let mut writes = Writes {
+            rows,
+            stream_ids: Vec::new(),
+            stream_orgs: Vec::new(),
+            stream_kinds: Vec::new(),
+            stream_versions: Vec::new(),
+            org_ids: Vec::new(),
+            org_chains: Vec::new(),
+            org_lasts: Vec::new(),
+            org_added: Vec::new(),
+            position: heads.position,
+            last: heads.position.to_string(),
+        };
+        for (id, head) in &heads.streams {
+            if let Some(kind) = head.written {
+                writes.stream_ids.push(*id);
+                writes.stream_orgs.push(head.org);
+                writes.stream_kinds.push(kind);
+                writes.stream_versions.push(head.version);
+            }
+        }
+        for (id, head) in &heads.orgs {
+            if head.added > 0 {
+                writes.org_ids.push(*id);
+                writes.org_chains.push(head.chain.0.to_vec());
+                writes.org_lasts.push(head.last);
+                writes.org_added.push(head.added);
+            }
+        }
+        Some(writes)
+    }
+
+    /// Sends the writes ([`WRITES`], prepared on `c`), all in the first poll and in order, and
+    /// waits for their answers.
+    async fn run<C: GenericClient>(
+        &self,
+        c: &C,
+        statements: &[tokio_postgres::Statement; 5],
+    ) -> Result<(), tokio_postgres::Error> {
+        let rows = &self.rows;
+        let channel = crate::EVENTS_CHANNEL;
+        let event_params: [&(dyn ToSql + Sync); 9] = [
+            &rows.positions,
+            &rows.orgs,
+            &rows.streams,
+            &rows.versions,
+            &rows.ids,
+            &rows.types,
+            &rows.times,
+            &rows.bodies,
+            &rows.chains,
+        ];
+        let stream_params: [&(dyn ToSql + Sync); 4] = [
+            &self.stream_ids,
+            &self.stream_orgs,
+            &self.stream_kinds,
+            &self.stream_versions,
+        ];
+        let org_params: [&(dyn ToSql + Sync); 4] = [
+            &self.org_ids,
+            &self.org_chains,
+            &self.org_lasts,
+            &self.org_added,
+        ];
+        let head_params: [&(dyn ToSql + Sync); 1] = [&self.position];
+        let notify_params: [&(dyn ToSql + Sync); 2] = [&channel, &self.last];
+        let [events, streams, orgs, head, notify] = statements;
+        futures::try_join!(
+            c.execute(events, &event_params),
+            c.execute(streams, &stream_params),
+            c.execute(orgs, &org_params),
+            c.execute(head, &head_params),
+            c.execute(notify, &notify_params),
+        )?;
         Ok(())
     }
 }

@@ -4,7 +4,8 @@
 //! - [`append`]: appending events to one or many streams atomically, with expected versions,
 //!   gapless global positions and the per-organisation hash chain.
 //! - [`group`]: group commit: concurrent appends of a process in one transaction, one hold of
-//!   the append lock and one WAL flush ([`GroupAppender`]).
+//!   the append lock and one WAL flush ([`GroupAppender`]); groups planned on the heads the
+//!   process believes go in one round trip, two at a time (`append::pipelined`).
 //! - [`read`]: reading streams, an organisation's history and everything after a position.
 //! - [`audit`]: an organisation's history in keyset batches for exports, and its hash chain
 //!   recomputed from the stored envelopes.
