@@ -3,36 +3,17 @@
 //! answers, and leave the same store, as appends that read their heads under the lock, also
 //! when another process appends beside it and the belief goes stale.
 
-use chrono::Utc;
-use gatehouse_events::types::{AdminCreated, AdminRef, MfaRequired, OrgCreated};
-use gatehouse_events::{Actor, Envelope, Event, RequirementSource, Role};
+use gatehouse_events::types::{AdminRef, MfaRequired, OrgCreated};
+use gatehouse_events::{Envelope, Event, RequirementSource};
 use gatehouse_store::{AppendError, AppendRequest, Db, DbConfig, Expected, GroupAppender};
-use gatehouse_tests::TestEnv;
+use gatehouse_tests::{TestEnv, admin_created, system_append};
 use uuid::Uuid;
 
 fn request(org: Uuid, events: Vec<Event>, expected: Vec<(Uuid, Expected)>) -> AppendRequest {
     AppendRequest {
-        org_id: org,
-        actor: Actor::System,
-        correlation_id: Uuid::now_v7(),
-        time: Utc::now(),
-        auth_method: None,
-        events,
         expected,
-        org_position: None,
-        statements: vec![],
+        ..system_append(org, events)
     }
-}
-
-fn admin_created(admin: Uuid) -> Event {
-    Event::AdminCreated(AdminCreated {
-        admin_id: admin,
-        email: format!("{admin}@example.com"),
-        first_name: "Ada".into(),
-        last_name: "Lovelace".into(),
-        role: Role::Administrator,
-        mfa_required: false,
-    })
 }
 
 /// Requires MFA of the admin on odd versions, removes the requirement on even ones.
@@ -68,7 +49,7 @@ async fn organisations(env: &TestEnv, orgs: usize, per_org: usize) -> Vec<(Uuid,
             org_id: org,
             name: "Acme".into(),
         })];
-        events.extend(ids.iter().map(|&a| admin_created(a)));
+        events.extend(ids.iter().map(|&a| admin_created(a, false)));
         env.db
             .append(request(org, events, vec![(org, Expected::NoStream)]))
             .await

@@ -64,6 +64,16 @@ pub struct AppendRequest {
     pub statements: Vec<Statement>,
 }
 
+impl AppendRequest {
+    /// Every stream the request expects something of or writes to (some more than once).
+    fn touched(&self) -> impl Iterator<Item = Uuid> + '_ {
+        self.expected
+            .iter()
+            .map(|(id, _)| *id)
+            .chain(self.events.iter().map(Event::stream_id))
+    }
+}
+
 /// The events as they were stored and will be published.
 #[derive(Debug, Clone, Default)]
 pub struct Appended {
@@ -329,15 +339,7 @@ impl Heads {
         requests: &[AppendRequest],
         framing: Framing,
     ) -> Result<Heads, AppendError> {
-        let mut stream_ids: Vec<Uuid> = requests
-            .iter()
-            .flat_map(|r| {
-                r.expected
-                    .iter()
-                    .map(|(id, _)| *id)
-                    .chain(r.events.iter().map(Event::stream_id))
-            })
-            .collect();
+        let mut stream_ids: Vec<Uuid> = requests.iter().flat_map(AppendRequest::touched).collect();
         stream_ids.sort_unstable();
         stream_ids.dedup();
         let mut org_ids: Vec<Uuid> = requests.iter().map(|r| r.org_id).collect();
@@ -400,12 +402,7 @@ impl Heads {
     /// Checks the request's expectations against the heads and builds its envelopes at the
     /// next positions; changes nothing (see [`Heads::admit`]).
     fn plan(&self, req: &AppendRequest) -> Result<Planned, AppendError> {
-        let touched = req
-            .expected
-            .iter()
-            .map(|(id, _)| *id)
-            .chain(req.events.iter().map(Event::stream_id));
-        for id in touched {
+        for id in req.touched() {
             if self.streams.get(&id).is_some_and(|s| s.org != req.org_id) {
                 // A stream of another organisation: never written across the tenant boundary.
                 return Err(AppendError::Conflict);

@@ -21,7 +21,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use deadpool_postgres::GenericClient;
-use gatehouse_events::Event;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
@@ -104,12 +103,7 @@ pub(crate) fn speculate(tip: &mut Tip, requests: &[&AppendRequest]) -> Option<Sp
             return None;
         }
         orgs.insert(req.org_id, *tip.orgs.get(&req.org_id)?);
-        let touched = req
-            .expected
-            .iter()
-            .map(|(id, _)| *id)
-            .chain(req.events.iter().map(Event::stream_id));
-        for id in touched {
+        for id in req.touched() {
             if streams.contains_key(&id) {
                 continue;
             }
