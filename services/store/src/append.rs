@@ -603,7 +603,6 @@ pub(crate) struct Writes {
     org_lasts: Vec<i64>,
     org_added: Vec<i64>,
     position: i64,
-    last: String,
 }
 
 impl Writes {
@@ -624,7 +623,6 @@ impl Writes {
             org_lasts: Vec::new(),
             org_added: Vec::new(),
             position: heads.position,
-            last: heads.position.to_string(),
         };
         for (id, head) in &heads.streams {
             if let Some(kind) = head.written {
@@ -654,6 +652,7 @@ impl Writes {
     ) -> Result<(), tokio_postgres::Error> {
         let rows = &self.rows;
         let channel = crate::EVENTS_CHANNEL;
+        let last = self.position.to_string();
         let event_params: [&(dyn ToSql + Sync); 9] = [
             &rows.positions,
             &rows.orgs,
@@ -678,7 +677,7 @@ impl Writes {
             &self.org_added,
         ];
         let head_params: [&(dyn ToSql + Sync); 1] = [&self.position];
-        let notify_params: [&(dyn ToSql + Sync); 2] = [&channel, &self.last];
+        let notify_params: [&(dyn ToSql + Sync); 2] = [&channel, &last];
         let [events, streams, orgs, head, notify] = statements;
         futures::try_join!(
             c.execute(events, &event_params),

@@ -25,7 +25,6 @@
 //! committed, exactly as for a lone append whose commit failed.
 
 use std::sync::{Arc, OnceLock};
-
 use std::task::Poll;
 
 use anyhow::Context;
