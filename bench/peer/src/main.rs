@@ -28,6 +28,10 @@ use ours::Ours;
 use peer::{Peer, Store};
 use report::{Row, median, quantile};
 
+/// The allocator `gatehouse` runs on, so that ours runs as shipped; cqrs-es runs on it too.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Connections in each side's pool: enough for every task (Gatehouse's command holds two
 /// while it reads, its group appender one) and few enough that both pools fit, beside other
 /// users, under Postgres's default `max_connections` of 100.

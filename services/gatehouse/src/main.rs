@@ -7,6 +7,12 @@ use gatehouse_auth::Passwords;
 use gatehouse_auth::secretbox::SecretKey;
 use gatehouse_commands::Commands;
 
+/// jemalloc rather than glibc's allocator: under the commands' load glibc's `malloc` and `free`
+/// took about a quarter of serve's CPU. Tuned where it is compiled (`.cargo/config.toml`); see
+/// docs/decisions.md, "jemalloc as the allocator".
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(
     name = "gatehouse",
